@@ -1,0 +1,34 @@
+"""refsoftmax: reference softmax-family losses with hand-derived gradients.
+
+Every loss is written once against the Python array API standard and runs on
+NumPy, PyTorch, CuPy, JAX or array-api-strict arrays.  Each is a
+:class:`~refsoftmax._protocol.Function`: call it for the value, or use
+``forward``/``backward``/``value_and_grad`` for the gradients.
+"""
+
+from refsoftmax._config import BackendSpec, get_backend, set_backend, use_backend
+from refsoftmax._protocol import Function, Residuals
+from refsoftmax.gradcheck import GradcheckError, GradcheckReport, gradcheck
+from refsoftmax.softmax import log_softmax, logsumexp, softmax
+from refsoftmax.softmax_cross_entropy import softmax_cross_entropy
+from refsoftmax.sparse_softmax_cross_entropy import sparse_softmax_cross_entropy
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackendSpec",
+    "Function",
+    "GradcheckError",
+    "GradcheckReport",
+    "Residuals",
+    "__version__",
+    "get_backend",
+    "gradcheck",
+    "log_softmax",
+    "logsumexp",
+    "set_backend",
+    "softmax",
+    "softmax_cross_entropy",
+    "sparse_softmax_cross_entropy",
+    "use_backend",
+]

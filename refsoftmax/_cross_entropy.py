@@ -1,0 +1,102 @@
+r"""Pieces shared by the dense and the sparse softmax cross-entropy.
+
+Both losses are the same function of a per-class coefficient
+:math:`c_{c} = w_c\,q_c \ge 0` (class weight times smoothed label):
+
+.. math::
+
+    \ell = \sum_c c_c\,(-\log p_c),\qquad
+    \frac{\partial \ell}{\partial z_j} = W p_j - c_j,\quad W = \sum_c c_c ,
+
+with :math:`-\log p_c = \log s - \hat z_c` computed from the max-shifted
+logits.  A term with :math:`c_c = 0` is exactly 0 even where
+:math:`-\log p_c = +\infty` (a masked class): this module's :func:`safe_mul`
+is how every such product is formed, so ``0 * inf`` never happens.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from refsoftmax._validation import check_choice, check_probability
+
+__all__ = [
+    "CLASS_WEIGHTINGS",
+    "MEAN_DENOMINATORS",
+    "SMOOTHING_MODES",
+    "check_common_options",
+    "neg_log_probs",
+    "probabilities",
+    "safe_mul",
+]
+
+#: ``"uniform"``: ε spread evenly over the K allowed classes, the target
+#: keeps 1 − ε + ε/K (TensorFlow, PyTorch, optax, Keras).
+#: ``"others"``: ε spread over the K − 1 other classes, the target keeps 1 − ε.
+SMOOTHING_MODES = ("uniform", "others")
+#: ``"per_class"``: ℓ = Σ_c w_c q_c (−log p_c) (PyTorch).  ``"target"``: the
+#: whole example is weighted by its target's weight, ℓ = w_t Σ_c q_c (−log p_c).
+CLASS_WEIGHTINGS = ("per_class", "target")
+#: ``"weights"``: Σ of the example weights (w_t of the non-ignored examples);
+#: ``"count"``: number of non-ignored examples; ``"all"``: number of examples.
+MEAN_DENOMINATORS = ("weights", "count", "all")
+
+
+def check_common_options(
+    reduction: str, label_smoothing: Any, label_smoothing_mode: str, mean_denominator: str,
+    empty_mean: str,
+) -> float:
+    """Validate the options both cross-entropies share; return ``label_smoothing`` as a float."""
+    from refsoftmax._reduction import EMPTY_MEANS, REDUCTIONS
+
+    check_choice("reduction", reduction, REDUCTIONS)
+    check_choice("label_smoothing_mode", label_smoothing_mode, SMOOTHING_MODES)
+    check_choice("mean_denominator", mean_denominator, MEAN_DENOMINATORS)
+    check_choice("empty_mean", empty_mean, EMPTY_MEANS)
+    return check_probability("label_smoothing", label_smoothing)
+
+
+def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
+    """``a * b`` with the product taken as exactly 0 wherever ``a == 0`` (so 0 · ∞ = 0).
+
+    NaN in ``a`` still propagates (NaN == 0 is false).
+    """
+    product = a * b
+    return xp.where(a == 0, xp.zeros_like(product), product)
+
+
+def neg_log_probs(zhat: Any, s: Any, *, xp: Any) -> Any:
+    r""":math:`-\log p_c = \log s - \hat z_c` (≥ 0), and +∞ everywhere in a row with no class."""
+    nonempty = s > 0
+    safe_s = xp.where(nonempty, s, xp.ones_like(s))
+    out = xp.log(safe_s) - zhat
+    return xp.where(nonempty, out, xp.full_like(out, xp.inf))
+
+
+def probabilities(e: Any, s: Any, *, xp: Any) -> Any:
+    """``e / s`` (softmax), and 0 in a row with no class."""
+    nonempty = s > 0
+    return xp.where(nonempty, e / xp.where(nonempty, s, xp.ones_like(s)), xp.zeros_like(e))
+
+
+def smoothing_weights(
+    allowed: Any | None, num_classes: int, label_smoothing: float, mode: str, *, xp: Any,
+    like: Any,
+) -> tuple[Any, Any]:
+    r"""Per-row smoothing: ``(eps_row, spread)`` for ``q = (1 − ε) y + ε · spread`` style labels.
+
+    ``spread`` is the allowed-class indicator divided by the number of classes
+    the mass is spread over (K for ``"uniform"``, K − 1 for ``"others"``), with
+    shape ``like.shape`` (the logits', classes last).  ``eps_row`` is ε, or 0
+    in rows where no smoothing is possible (K = 0; K ≤ 1 for ``"others"``).
+    """
+    if allowed is None:
+        a = xp.ones_like(like)
+    else:
+        a = xp.astype(allowed, like.dtype)
+    k = xp.sum(a, axis=-1, keepdims=True)
+    spread_over = k if mode == "uniform" else k - 1
+    possible = spread_over > 0
+    eps_row = xp.where(possible, xp.full_like(k, label_smoothing), xp.zeros_like(k))
+    spread = a / xp.where(possible, spread_over, xp.ones_like(spread_over))
+    return eps_row, spread

@@ -1,0 +1,90 @@
+"""PyTorch backend (CPU and CUDA)."""
+
+from __future__ import annotations
+
+import importlib.util
+from types import ModuleType
+from typing import Any
+
+from refsoftmax.backends._generic import check_scatter_args
+
+NAME = "torch"
+
+
+def is_available() -> bool:
+    return importlib.util.find_spec("torch") is not None
+
+
+def namespace() -> ModuleType:
+    import array_api_compat.torch as xp
+
+    return xp
+
+
+def owns(xp: ModuleType) -> bool:
+    import array_api_compat
+
+    return array_api_compat.is_torch_namespace(xp)
+
+
+def default_device() -> Any:
+    import torch
+
+    return torch.device("cpu")
+
+
+def parse_device(device: Any) -> Any:
+    import torch
+
+    if device is None:
+        return default_device()
+    try:
+        return torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        msg = f"device={device!r} is not a torch device: {exc}"
+        raise ValueError(msg) from exc
+
+
+def from_host(obj: Any, device: Any = None) -> Any:
+    import numpy as np
+    import torch
+
+    arr = np.asarray(obj)
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(parse_device(device))
+
+
+def to_numpy(x: Any) -> Any:
+    return x.detach().cpu().numpy()
+
+
+def scatter_add(x: Any, indices: Any, values: Any) -> Any:
+    """``x`` with ``values[k]`` added to row ``indices[k]``; duplicates accumulate (``index_add``)."""
+    check_scatter_args(x, indices, values)
+    return x.index_add(0, indices, values)
+
+
+class Generator:
+    """A ``torch.Generator`` on the requested device, seeded."""
+
+    def __init__(self, seed: int | None, device: Any = None) -> None:
+        import torch
+
+        self._device = parse_device(device)
+        self._gen = torch.Generator(device=self._device)
+        if seed is None:
+            self._gen.seed()
+        else:
+            self._gen.manual_seed(int(seed))
+
+    def uniform(self, shape: tuple[int, ...], dtype: Any = None) -> Any:
+        import torch
+
+        out = torch.rand(shape, generator=self._gen, device=self._device, dtype=torch.float64)
+        return out if dtype is None else out.to(dtype)
+
+    def integers(self, low: int, high: int, shape: tuple[int, ...]) -> Any:
+        import torch
+
+        return torch.randint(
+            low, high, shape, generator=self._gen, device=self._device, dtype=torch.int64
+        )

@@ -1,0 +1,194 @@
+r"""Building blocks: ``logsumexp``, ``log_softmax`` and ``softmax`` with their backward passes.
+
+All three start from the max-shifted row :math:`\hat z = z - \max_c z_c`
+(so :math:`e^{\hat z} \le 1` never overflows and at least one term equals 1):
+
+.. math::
+
+    \operatorname{lse}(z) = m + \log s,\quad s = \sum_c e^{\hat z_c},\qquad
+    \log\operatorname{softmax}(z)_c = \hat z_c - \log s,\qquad
+    \operatorname{softmax}(z)_c = e^{\hat z_c} / s .
+
+A row whose entries are all :math:`-\infty` has ``logsumexp = -inf`` and an
+undefined (NaN) ``softmax``/``log_softmax``, as in ``scipy.special``.  Any
+:math:`+\infty` or NaN entry makes the row NaN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from refsoftmax._arrays import resolve
+from refsoftmax._dtypes import compute_dtype
+from refsoftmax._protocol import Function, Residuals, prepare_cotangent
+from refsoftmax._validation import check_axis
+
+__all__ = ["log_softmax", "logsumexp", "shifted_exp", "softmax"]
+
+
+def shifted_exp(z: Any, allowed: Any | None, *, xp: Any) -> tuple[Any, Any, Any, Any]:
+    r"""Max-shift the last axis of ``z`` and exponentiate.
+
+    Returns ``(m, zhat, e, s)`` with :math:`\hat z = \tilde z - m` (``keepdims``),
+    :math:`e = \exp(\hat z)` and :math:`s = \sum_c e_c`, where
+    :math:`\tilde z` is ``z`` with the classes where ``allowed`` is false set to
+    :math:`-\infty` and :math:`m` is the row maximum of :math:`\tilde z`.  A row
+    with no finite entry is shifted by 0 instead of :math:`-\infty` (so it
+    gives ``s = 0`` rather than NaN); the callers decide what such a row means.
+    """
+    if allowed is not None:
+        z = xp.where(allowed, z, xp.asarray(-xp.inf, dtype=z.dtype, device=z.device))
+    m = xp.max(z, axis=-1, keepdims=True)
+    m = xp.where(m == -xp.inf, xp.zeros_like(m), m)
+    zhat = z - m
+    e = xp.exp(zhat)
+    s = xp.sum(e, axis=-1, keepdims=True)
+    return m, zhat, e, s
+
+
+@dataclass
+class _SoftmaxResiduals(Residuals):
+    p: Any  # softmax along the last axis (classes moved last)
+    axis: int
+    dtype: Any  # the input's dtype (results are returned in it)
+
+
+def _prepare(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
+    xp, arrays = resolve(x=x)
+    x = arrays["x"]
+    dtype = compute_dtype(xp, x, "x")
+    if x.ndim == 0:
+        msg = "x must have at least one dimension"
+        raise ValueError(msg)
+    axis = check_axis(axis, x.ndim)
+    z = xp.moveaxis(xp.astype(x, dtype), axis, -1)
+    return xp, z, axis, x.dtype
+
+
+class LogSumExp(Function):
+    r"""``logsumexp(x, *, axis=-1, keepdims=False)``: :math:`\log\sum_c e^{x_c}` along ``axis``.
+
+    Notes
+    -----
+    Forward: :math:`\operatorname{lse}(x) = m + \log\sum_c e^{x_c - m}` with
+    :math:`m = \max_c x_c`; every exponent is :math:`\le 0` and one equals 0,
+    so nothing overflows and the sum is in :math:`[1, C]`.
+
+    Backward: :math:`\partial\operatorname{lse}/\partial x_c = e^{x_c}/\sum_j e^{x_j}
+    = \operatorname{softmax}(x)_c`, so the vector-Jacobian product with a
+    cotangent :math:`g` (one number per row) is :math:`g\,p_c`.  A row of
+    all :math:`-\infty` has value :math:`-\infty` and gradient 0.
+
+    Examples
+    --------
+    >>> import numpy as np, refsoftmax
+    >>> float(refsoftmax.logsumexp(np.array([0.0, np.log(3.0)])))  # log(1 + 3)
+    1.3862943611198906
+    """
+
+    name = "logsumexp"
+    differentiable = ("x",)
+
+    def forward(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> tuple[Any, Any]:
+        xp, z, axis, dtype = _prepare(x, axis)
+        m, _, e, s = shifted_exp(z, None, xp=xp)
+        value = (m + xp.log(s))[..., 0]
+        value = xp.where(m[..., 0] == xp.inf, m[..., 0], value)  # a +inf entry: lse = +inf
+        p = xp.where(s > 0, e / xp.where(s > 0, s, xp.ones_like(s)), xp.zeros_like(e))
+        if keepdims:
+            value = xp.expand_dims(value, axis=axis)
+        res = _SoftmaxResiduals(xp, tuple(value.shape), z.dtype, p, axis, dtype)
+        return xp.astype(value, dtype), res
+
+    def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
+        r, xp = residuals, residuals.xp
+        g = prepare_cotangent(r, cotangent, r.p)
+        if g.ndim == r.p.ndim:  # keepdims: drop the kept axis
+            g = xp.moveaxis(g, r.axis, -1)
+        else:
+            g = xp.expand_dims(g, axis=-1)
+        grad = xp.where(r.p == 0, xp.zeros_like(r.p), g * r.p)
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+
+
+class LogSoftmax(Function):
+    r"""``log_softmax(x, *, axis=-1)``: :math:`x_c - \operatorname{lse}(x)` along ``axis``.
+
+    Notes
+    -----
+    Forward: :math:`\log p_c = \hat x_c - \log s` with :math:`\hat x = x - \max x`
+    and :math:`s = \sum_j e^{\hat x_j}`; this is exact to rounding even when
+    :math:`\operatorname{lse}(x)` is huge, because :math:`\hat x_c` and
+    :math:`\log s \in [0, \log C]` carry no cancellation.
+
+    Backward: :math:`\partial \log p_c / \partial x_j = \delta_{cj} - p_j`, so
+    for a cotangent :math:`g` (same shape as ``x``)
+
+    .. math:: \bar x_j = \sum_c g_c(\delta_{cj} - p_j) = g_j - p_j \sum_c g_c .
+
+    Examples
+    --------
+    >>> import numpy as np, refsoftmax
+    >>> refsoftmax.log_softmax(np.array([0.0, 0.0])).tolist() == [-np.log(2.0)] * 2
+    True
+    """
+
+    name = "log_softmax"
+    differentiable = ("x",)
+
+    def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:
+        xp, z, axis, dtype = _prepare(x, axis)
+        _, zhat, e, s = shifted_exp(z, None, xp=xp)
+        value = zhat - xp.log(s)
+        p = e / s
+        res = _SoftmaxResiduals(xp, tuple(x.shape), z.dtype, p, axis, dtype)
+        return xp.astype(xp.moveaxis(value, -1, axis), dtype), res
+
+    def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
+        r, xp = residuals, residuals.xp
+        g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
+        grad = g - r.p * xp.sum(g, axis=-1, keepdims=True)
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+
+
+class Softmax(Function):
+    r"""``softmax(x, *, axis=-1)``: :math:`e^{x_c} / \sum_j e^{x_j}` along ``axis``.
+
+    Notes
+    -----
+    Forward: :math:`p_c = e^{\hat x_c} / s` with the max-shifted
+    :math:`\hat x` (no overflow; :math:`s \ge 1`).
+
+    Backward: :math:`\partial p_c / \partial x_j = p_c(\delta_{cj} - p_j)`, so
+    for a cotangent :math:`g`
+
+    .. math:: \bar x_j = \sum_c g_c p_c(\delta_{cj} - p_j) = p_j\,(g_j - \textstyle\sum_c g_c p_c).
+
+    Examples
+    --------
+    >>> import numpy as np, refsoftmax
+    >>> refsoftmax.softmax(np.array([0.0, np.log(3.0)])).round(12).tolist()
+    [0.25, 0.75]
+    """
+
+    name = "softmax"
+    differentiable = ("x",)
+
+    def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:
+        xp, z, axis, dtype = _prepare(x, axis)
+        _, _, e, s = shifted_exp(z, None, xp=xp)
+        p = e / s
+        res = _SoftmaxResiduals(xp, tuple(x.shape), z.dtype, p, axis, dtype)
+        return xp.astype(xp.moveaxis(p, -1, axis), dtype), res
+
+    def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
+        r, xp = residuals, residuals.xp
+        g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
+        grad = r.p * (g - xp.sum(g * r.p, axis=-1, keepdims=True))
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+
+
+logsumexp = LogSumExp()
+log_softmax = LogSoftmax()
+softmax = Softmax()

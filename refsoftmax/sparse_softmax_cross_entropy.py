@@ -1,0 +1,288 @@
+r"""Softmax cross-entropy with integer class labels (sparse labels)."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from refsoftmax._arrays import resolve
+from refsoftmax._cross_entropy import (
+    CLASS_WEIGHTINGS,
+    check_common_options,
+    neg_log_probs,
+    probabilities,
+    safe_mul,
+    smoothing_weights,
+)
+from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._protocol import Function, Residuals, prepare_cotangent
+from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._validation import (
+    check_axis,
+    check_choice,
+    check_class_weights,
+    check_where,
+    first_offender,
+)
+from refsoftmax.softmax import shifted_exp
+
+__all__ = ["SparseSoftmaxCrossEntropy", "sparse_softmax_cross_entropy"]
+
+
+@dataclass
+class _Residuals(Residuals):
+    axis: int
+    logits_dtype: Any
+    reduction: str
+    p: Any  # softmax over the allowed classes, 0 in empty rows    [..., C]
+    target: Any  # class index, 0 where ignored                     [...]
+    kappa: Any  # coefficient of the target class                    [...]
+    smooth: Any  # smoothing coefficients, or None without smoothing [..., C]
+    grad_mask: Any  # classes whose logit receives a gradient         [..., C]
+    losses: Any
+    denominator: Any
+
+
+class SparseSoftmaxCrossEntropy(Function):
+    r"""Softmax cross-entropy with an integer class label per example.
+
+    ``sparse_softmax_cross_entropy(logits, labels, *, axis=-1, where=None,
+    ignore_index=None, class_weights=None, label_smoothing=0.0,
+    reduction="none", label_smoothing_mode="uniform",
+    class_weighting="per_class", mean_denominator="weights",
+    empty_mean="nan")``
+
+    Parameters
+    ----------
+    logits : array, real floating, shape ``[..., C, ...]``
+        Unnormalised log-probabilities; the C classes lie along ``axis``.
+    labels : integer array
+        ``logits.shape`` without ``axis`` (any number of leading dims, e.g.
+        batch × sequence).  Each entry is in ``[0, C)`` or equals
+        ``ignore_index``.
+    axis : int
+        The class axis of ``logits``.
+    where : bool array broadcastable to ``logits``, optional
+        Classes where ``where`` is false are excluded exactly like a
+        :math:`-\infty` logit (gradient 0).
+    ignore_index : int, optional
+        Examples with this label contribute 0 to the loss and the gradient
+        and are left out of the mean's denominator.
+    class_weights : array ``[C]``, optional
+        Non-negative weight per class.
+    label_smoothing : float in [0, 1]
+        Mixes the one-hot label with a spread distribution (see
+        ``label_smoothing_mode``).
+    label_smoothing_mode : {"uniform", "others"}
+        ``"uniform"`` (TF, PyTorch, optax, Keras): :math:`q = (1-\varepsilon)
+        e_t + \varepsilon/K` over the K allowed classes.  ``"others"``: the
+        target keeps :math:`1-\varepsilon` and each of the other K − 1
+        allowed classes gets :math:`\varepsilon/(K-1)`.
+    class_weighting : {"per_class", "target"}
+        ``"per_class"`` (PyTorch): :math:`\ell = \sum_c w_c q_c(-\log p_c)`,
+        so with smoothing each class's term carries its own weight.
+        ``"target"``: :math:`\ell = w_t \sum_c q_c(-\log p_c)`, the whole
+        example weighted by its label's weight.  Identical without smoothing.
+    reduction : {"none", "sum", "mean"}
+    mean_denominator : {"weights", "count", "all"}
+        Ω for ``"mean"``: ``"weights"`` = :math:`\sum_i w_{t_i}` over the
+        non-ignored examples (PyTorch); ``"count"`` = number of non-ignored
+        examples; ``"all"`` = number of examples, ignored ones included.  All
+        three agree without class weights and ignored labels.
+    empty_mean : {"nan", "zero"}
+        The mean when Ω = 0 (e.g. every label ignored): NaN (0/0, as
+        PyTorch) or 0.  The gradient is 0 either way.
+
+    Returns
+    -------
+    array
+        Per-example losses (``labels.shape``) or a scalar, in the logits' dtype.
+
+    Raises
+    ------
+    TypeError
+        Non-integer labels; integer or boolean logits; a non-integer
+        ``ignore_index``; mixed namespaces or devices.
+    ValueError
+        A label outside ``[0, C)`` that is not ``ignore_index`` (negative ones
+        included), shape mismatch, ``label_smoothing`` outside [0, 1], unknown
+        option values, invalid ``class_weights``.
+
+    Notes
+    -----
+    This is :class:`SoftmaxCrossEntropy` with the label distribution
+    :math:`q = (1-\varepsilon) e_t + \varepsilon u`; the integer form lets
+    the forward gather one log-probability per example instead of summing
+    over C.
+
+    **Forward.**  With :math:`\hat z = \tilde z - \max\tilde z` (masked
+    classes at :math:`-\infty`) and :math:`s = \sum_c e^{\hat z_c}`,
+
+    .. math::
+
+        \ell = \kappa\,(\log s - \hat z_t) + \sum_c \sigma_c\,(\log s - \hat z_c),
+
+    where :math:`\kappa = (1-\varepsilon) w_t` is the target's coefficient and
+    :math:`\sigma_c = \varepsilon\,u_c\,w_c` (``"per_class"``) or
+    :math:`\varepsilon\,u_c\,w_t` (``"target"``) the smoothing coefficients.
+    Ignored examples have :math:`\kappa = \sigma = 0`; their loss is exactly 0.
+    A label on a masked class gives :math:`+\infty`; a row with no allowed
+    class has loss :math:`+\infty` (0 if ignored) and gradient 0.
+
+    **Gradient.**  From :math:`\partial(\log s - \hat z_c)/\partial z_j =
+    p_j - \delta_{cj}`:
+
+    .. math::
+
+        \frac{\partial\ell}{\partial z_j} = (\kappa + \textstyle\sum_c\sigma_c)\,p_j
+        - \kappa\,\delta_{jt} - \sigma_j ,
+
+    i.e. :math:`p - e_t` for a plain unweighted example.  Masked classes and
+    ignored examples get exactly 0.  ``"mean"`` scales each example's
+    cotangent by :math:`1/\Omega` (Ω does not depend on the logits).
+
+    Examples
+    --------
+    >>> import numpy as np, refsoftmax
+    >>> logits = np.array([[0.0, np.log(3.0)]])        # p = [1/4, 3/4]
+    >>> loss, grads = refsoftmax.sparse_softmax_cross_entropy.value_and_grad(logits, np.array([1]))
+    >>> bool(np.isclose(loss[0], np.log(4 / 3)))
+    True
+    >>> grads["logits"].round(12).tolist()              # p - e_t
+    [[0.25, -0.25]]
+    """
+
+    name = "sparse_softmax_cross_entropy"
+    differentiable = ("logits",)
+
+    def forward(
+        self,
+        logits: Any,
+        labels: Any,
+        *,
+        axis: int = -1,
+        where: Any = None,
+        ignore_index: int | None = None,
+        class_weights: Any = None,
+        label_smoothing: float = 0.0,
+        reduction: str = "none",
+        label_smoothing_mode: str = "uniform",
+        class_weighting: str = "per_class",
+        mean_denominator: str = "weights",
+        empty_mean: str = "nan",
+    ) -> tuple[Any, _Residuals]:
+        eps = check_common_options(
+            reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
+        )
+        check_choice("class_weighting", class_weighting, CLASS_WEIGHTINGS)
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
+        ):
+            msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
+            raise TypeError(msg)
+        xp, arrays = resolve(
+            logits=logits, labels=labels, where=where, class_weights=class_weights
+        )
+        z, t = arrays["logits"], arrays["labels"]
+        dtype = compute_dtype(xp, z, "logits")
+        check_integer(xp, t, "labels")
+        if z.ndim == 0:
+            msg = "logits must have at least one dimension (the classes)"
+            raise ValueError(msg)
+        axis = check_axis(axis, z.ndim)
+        expected = tuple(z.shape[:axis]) + tuple(z.shape[axis + 1 :])
+        if tuple(t.shape) != expected:
+            msg = (
+                f"labels must have shape {expected} (the logits' shape {tuple(z.shape)} "
+                f"without axis {axis}), got {tuple(t.shape)}"
+            )
+            raise ValueError(msg)
+        num_classes = z.shape[axis]
+        valid = xp.ones(t.shape, dtype=xp.bool, device=z.device)
+        if ignore_index is not None:
+            valid = t != ignore_index
+        out_of_range = valid & ((t < 0) | (t >= num_classes))
+        if bool(xp.any(out_of_range)):
+            bad = first_offender(xp, t, out_of_range)
+            allowed_text = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+            msg = f"labels must be in [0, {num_classes}){allowed_text}, got {bad}"
+            raise ValueError(msg)
+        allowed = None
+        if arrays["where"] is not None:
+            allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
+        z = xp.moveaxis(xp.astype(z, dtype), axis, -1)
+        w = None
+        if arrays["class_weights"] is not None:
+            w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
+
+        target = xp.where(valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+        valid_f = xp.astype(valid, dtype)
+        if w is None:
+            w_t = valid_f
+        else:
+            w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
+
+        _, zhat, e, s = shifted_exp(z, allowed, xp=xp)
+        zhat_t = xp.take_along_axis(zhat, xp.expand_dims(target, axis=-1), axis=-1)
+        neg_log_p_t = neg_log_probs(zhat_t, s, xp=xp)[..., 0]
+
+        smooth = None
+        if eps > 0:
+            eps_row, spread = smoothing_weights(
+                allowed, num_classes, eps, label_smoothing_mode, xp=xp, like=z
+            )
+            if label_smoothing_mode == "others":
+                spread = xp.where(_onehot(target, num_classes, xp=xp), xp.zeros_like(spread), spread)
+            per_class = w if (w is not None and class_weighting == "per_class") else 1.0
+            per_example = w_t if class_weighting == "target" else valid_f
+            smooth = eps_row * spread * per_class * xp.expand_dims(per_example, axis=-1)
+            kappa = (1.0 - eps_row[..., 0]) * w_t
+        else:
+            kappa = w_t
+        losses = safe_mul(kappa, neg_log_p_t, xp=xp)
+        if smooth is not None:
+            neg_log_p = neg_log_probs(zhat, s, xp=xp)
+            losses = losses + xp.sum(safe_mul(smooth, neg_log_p, xp=xp), axis=-1)
+
+        denominator = None
+        if reduction == "mean":
+            if mean_denominator == "weights":
+                denominator = xp.sum(w_t)
+            elif mean_denominator == "count":
+                denominator = xp.sum(valid_f)
+            else:
+                denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
+        value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
+
+        grad_mask = s > 0 if allowed is None else (s > 0) & allowed
+        res = _Residuals(
+            xp, tuple(value.shape), dtype, axis, arrays["logits"].dtype, reduction,
+            probabilities(e, s, xp=xp), target, kappa, smooth, grad_mask, losses, denominator,
+        )
+        return xp.astype(value, arrays["logits"].dtype), res
+
+    def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
+        r, xp = residuals, residuals.xp
+        g = prepare_cotangent(r, cotangent, r.p)
+        g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
+        g_loss = xp.expand_dims(g_loss, axis=-1)
+        kappa = xp.expand_dims(r.kappa, axis=-1)
+        total = kappa if r.smooth is None else kappa + xp.sum(r.smooth, axis=-1, keepdims=True)
+        onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
+        d_logits = total * r.p - xp.where(onehot, kappa, xp.zeros_like(r.p))
+        if r.smooth is not None:
+            d_logits = d_logits - r.smooth
+        d_logits = safe_mul(g_loss, d_logits, xp=xp)
+        d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
+        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)}
+
+
+def _onehot(target: Any, num_classes: int, *, xp: Any) -> Any:
+    """Boolean ``[..., C]`` with True at each example's class."""
+    classes = xp.arange(num_classes, device=target.device, dtype=target.dtype)
+    return xp.expand_dims(target, axis=-1) == classes
+
+
+sparse_softmax_cross_entropy = SparseSoftmaxCrossEntropy()
