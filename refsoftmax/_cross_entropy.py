@@ -59,24 +59,26 @@ def check_common_options(
 def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
     """``a * b`` with the product taken as exactly 0 wherever ``a == 0`` (so 0 · ∞ = 0).
 
-    NaN in ``a`` still propagates (NaN == 0 is false).
+    ``b`` is replaced by 0 where ``a == 0`` before multiplying, so no NaN is
+    ever formed; NaN in ``a`` still propagates (NaN == 0 is false).
     """
-    product = a * b
-    return xp.where(a == 0, xp.zeros_like(product), product)
+    return a * xp.where(a == 0, xp.zeros_like(b), b)
 
 
 def neg_log_probs(zhat: Any, s: Any, *, xp: Any) -> Any:
-    r""":math:`-\log p_c = \log s - \hat z_c` (≥ 0), and +∞ everywhere in a row with no class."""
-    nonempty = s > 0
-    safe_s = xp.where(nonempty, s, xp.ones_like(s))
-    out = xp.log(safe_s) - zhat
-    return xp.where(nonempty, out, xp.full_like(out, xp.inf))
+    r""":math:`-\log p_c = \log s - \hat z_c` (≥ 0), and +∞ everywhere in a row with no class.
+
+    A row with no class is one with ``s == 0``; a NaN row (``s`` NaN) stays NaN.
+    """
+    empty = s == 0
+    out = xp.log(xp.where(empty, xp.ones_like(s), s)) - zhat
+    return xp.where(empty, xp.full_like(out, xp.inf), out)
 
 
 def probabilities(e: Any, s: Any, *, xp: Any) -> Any:
-    """``e / s`` (softmax), and 0 in a row with no class."""
-    nonempty = s > 0
-    return xp.where(nonempty, e / xp.where(nonempty, s, xp.ones_like(s)), xp.zeros_like(e))
+    """``e / s`` (softmax), and 0 in a row with no class (``s == 0``)."""
+    empty = s == 0
+    return xp.where(empty, xp.zeros_like(e), e / xp.where(empty, xp.ones_like(s), s))
 
 
 def smoothing_weights(
@@ -90,10 +92,7 @@ def smoothing_weights(
     shape ``like.shape`` (the logits', classes last).  ``eps_row`` is ε, or 0
     in rows where no smoothing is possible (K = 0; K ≤ 1 for ``"others"``).
     """
-    if allowed is None:
-        a = xp.ones_like(like)
-    else:
-        a = xp.astype(allowed, like.dtype)
+    a = xp.ones_like(like) if allowed is None else xp.astype(allowed, like.dtype)
     k = xp.sum(a, axis=-1, keepdims=True)
     spread_over = k if mode == "uniform" else k - 1
     possible = spread_over > 0

@@ -76,12 +76,11 @@ def check_class_weights(xp: Any, class_weights: Any, num_classes: int, dtype: An
             f"got {tuple(class_weights.shape)}"
         )
         raise ValueError(msg)
-    if class_weights.dtype == xp.bool or not xp.isdtype(
+    if (class_weights.dtype == xp.bool or not xp.isdtype(
         class_weights.dtype, ("real floating", "integral")
-    ):
-        if "bfloat16" not in str(class_weights.dtype):
-            msg = f"class_weights must be real numbers, got dtype {class_weights.dtype}"
-            raise TypeError(msg)
+    )) and "bfloat16" not in str(class_weights.dtype):
+        msg = f"class_weights must be real numbers, got dtype {class_weights.dtype}"
+        raise TypeError(msg)
     weights = xp.astype(class_weights, dtype)
     bad = ~xp.isfinite(weights) | (weights < 0)
     if bool(xp.any(bad)):

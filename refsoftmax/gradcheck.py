@@ -214,18 +214,20 @@ def gradcheck(
         def shifted(delta: np.ndarray, name: str = name, x: np.ndarray = x) -> dict[str, np.ndarray]:
             return {**host, name: x + delta}
 
+        numeric: np.ndarray[Any, np.dtype[np.float64]]
+        analytic: np.ndarray[Any, np.dtype[np.float64]]
         if mode == "full":
             numeric = np.empty((out_size, x.size))
             for j in range(x.size):
                 d = np.zeros(x.size)
                 d[j] = h
-                d = d.reshape(x.shape)
-                numeric[:, j] = ((value(shifted(d)) - value(shifted(-d))) / (2 * h)).reshape(-1)
+                delta = d.reshape(x.shape)
+                numeric[:, j] = ((value(shifted(delta)) - value(shifted(-delta))) / (2 * h)).reshape(-1)
             analytic = np.empty((out_size, x.size))
             for i in range(out_size):
-                u = np.zeros(out_size)
-                u[i] = 1.0
-                _, grads = call(host, u.reshape(f0.shape))
+                basis = np.zeros(out_size)
+                basis[i] = 1.0
+                _, grads = call(host, basis.reshape(f0.shape))
                 analytic[i, :] = np.asarray(backend.to_numpy(grads[name]), dtype=np.float64).reshape(-1)
             checked = numeric.size
         else:

@@ -93,9 +93,11 @@ class LogSumExp(Function):
     def forward(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> tuple[Any, Any]:
         xp, z, axis, dtype = _prepare(x, axis)
         m, _, e, s = shifted_exp(z, None, xp=xp)
-        value = (m + xp.log(s))[..., 0]
+        value = (m + xp.log(xp.where(s == 0, xp.ones_like(s), s)))[..., 0]
+        value = xp.where(s[..., 0] == 0, xp.full_like(value, -xp.inf), value)
         value = xp.where(m[..., 0] == xp.inf, m[..., 0], value)  # a +inf entry: lse = +inf
-        p = xp.where(s > 0, e / xp.where(s > 0, s, xp.ones_like(s)), xp.zeros_like(e))
+        empty = s == 0
+        p = xp.where(empty, xp.zeros_like(e), e / xp.where(empty, xp.ones_like(s), s))
         if keepdims:
             value = xp.expand_dims(value, axis=axis)
         res = _SoftmaxResiduals(xp, tuple(value.shape), z.dtype, p, axis, dtype)
@@ -108,7 +110,7 @@ class LogSumExp(Function):
             g = xp.moveaxis(g, r.axis, -1)
         else:
             g = xp.expand_dims(g, axis=-1)
-        grad = xp.where(r.p == 0, xp.zeros_like(r.p), g * r.p)
+        grad = g * r.p
         return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
 
 

@@ -233,7 +233,7 @@ class SoftmaxCrossEntropy(Function):
                 denominator = xp.asarray(math.prod(losses.shape), dtype=dtype, device=z.device)
         value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
 
-        grad_mask = s > 0 if allowed is None else (s > 0) & allowed
+        grad_mask = s != 0 if allowed is None else (s != 0) & allowed
         res = _Residuals(
             xp, tuple(value.shape), dtype, axis, arrays["logits"].dtype, arrays["labels"].dtype,
             reduction, label_smoothing_mode, probabilities(e, s, xp=xp), neg_log_p, coef, w,

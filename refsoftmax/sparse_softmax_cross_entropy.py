@@ -173,95 +173,13 @@ class SparseSoftmaxCrossEntropy(Function):
         mean_denominator: str = "weights",
         empty_mean: str = "nan",
     ) -> tuple[Any, _Residuals]:
-        eps = check_common_options(
-            reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
+        c = _prepare(
+            logits, labels, axis=axis, where=where, ignore_index=ignore_index,
+            class_weights=class_weights, label_smoothing=label_smoothing, reduction=reduction,
+            label_smoothing_mode=label_smoothing_mode, class_weighting=class_weighting,
+            mean_denominator=mean_denominator, empty_mean=empty_mean,
         )
-        check_choice("class_weighting", class_weighting, CLASS_WEIGHTINGS)
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
-        ):
-            msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
-            raise TypeError(msg)
-        xp, arrays = resolve(
-            logits=logits, labels=labels, where=where, class_weights=class_weights
-        )
-        z, t = arrays["logits"], arrays["labels"]
-        dtype = compute_dtype(xp, z, "logits")
-        check_integer(xp, t, "labels")
-        if z.ndim == 0:
-            msg = "logits must have at least one dimension (the classes)"
-            raise ValueError(msg)
-        axis = check_axis(axis, z.ndim)
-        expected = tuple(z.shape[:axis]) + tuple(z.shape[axis + 1 :])
-        if tuple(t.shape) != expected:
-            msg = (
-                f"labels must have shape {expected} (the logits' shape {tuple(z.shape)} "
-                f"without axis {axis}), got {tuple(t.shape)}"
-            )
-            raise ValueError(msg)
-        num_classes = z.shape[axis]
-        valid = xp.ones(t.shape, dtype=xp.bool, device=z.device)
-        if ignore_index is not None:
-            valid = t != ignore_index
-        out_of_range = valid & ((t < 0) | (t >= num_classes))
-        if bool(xp.any(out_of_range)):
-            bad = first_offender(xp, t, out_of_range)
-            allowed_text = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-            msg = f"labels must be in [0, {num_classes}){allowed_text}, got {bad}"
-            raise ValueError(msg)
-        allowed = None
-        if arrays["where"] is not None:
-            allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
-        z = xp.moveaxis(xp.astype(z, dtype), axis, -1)
-        w = None
-        if arrays["class_weights"] is not None:
-            w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
-
-        target = xp.where(valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
-        valid_f = xp.astype(valid, dtype)
-        if w is None:
-            w_t = valid_f
-        else:
-            w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
-
-        _, zhat, e, s = shifted_exp(z, allowed, xp=xp)
-        zhat_t = xp.take_along_axis(zhat, xp.expand_dims(target, axis=-1), axis=-1)
-        neg_log_p_t = neg_log_probs(zhat_t, s, xp=xp)[..., 0]
-
-        smooth = None
-        if eps > 0:
-            eps_row, spread = smoothing_weights(
-                allowed, num_classes, eps, label_smoothing_mode, xp=xp, like=z
-            )
-            if label_smoothing_mode == "others":
-                spread = xp.where(_onehot(target, num_classes, xp=xp), xp.zeros_like(spread), spread)
-            per_class = w if (w is not None and class_weighting == "per_class") else 1.0
-            per_example = w_t if class_weighting == "target" else valid_f
-            smooth = eps_row * spread * per_class * xp.expand_dims(per_example, axis=-1)
-            kappa = (1.0 - eps_row[..., 0]) * w_t
-        else:
-            kappa = w_t
-        losses = safe_mul(kappa, neg_log_p_t, xp=xp)
-        if smooth is not None:
-            neg_log_p = neg_log_probs(zhat, s, xp=xp)
-            losses = losses + xp.sum(safe_mul(smooth, neg_log_p, xp=xp), axis=-1)
-
-        denominator = None
-        if reduction == "mean":
-            if mean_denominator == "weights":
-                denominator = xp.sum(w_t)
-            elif mean_denominator == "count":
-                denominator = xp.sum(valid_f)
-            else:
-                denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
-        value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
-
-        grad_mask = s > 0 if allowed is None else (s > 0) & allowed
-        res = _Residuals(
-            xp, tuple(value.shape), dtype, axis, arrays["logits"].dtype, reduction,
-            probabilities(e, s, xp=xp), target, kappa, smooth, grad_mask, losses, denominator,
-        )
-        return xp.astype(value, arrays["logits"].dtype), res
+        return _forward(c)
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
@@ -271,12 +189,192 @@ class SparseSoftmaxCrossEntropy(Function):
         kappa = xp.expand_dims(r.kappa, axis=-1)
         total = kappa if r.smooth is None else kappa + xp.sum(r.smooth, axis=-1, keepdims=True)
         onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
-        d_logits = total * r.p - xp.where(onehot, kappa, xp.zeros_like(r.p))
+        d_logits = safe_mul(total, r.p, xp=xp) - xp.where(onehot, kappa, xp.zeros_like(r.p))
         if r.smooth is not None:
             d_logits = d_logits - r.smooth
         d_logits = safe_mul(g_loss, d_logits, xp=xp)
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
         return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)}
+
+    def value_and_grad(
+        self, logits: Any, labels: Any, *, cotangent: Any = None, **kwargs: Any
+    ) -> tuple[Any, dict[str, Any]]:
+        """``forward`` then ``backward``, fused into one pass where the backend offers a kernel.
+
+        A backend module may provide ``fused_sparse_softmax_cross_entropy``
+        (NumPy does: cache-blocked, threaded, in place).  It is used when it
+        applies (no ``where``, no label smoothing, classes contiguous along
+        the last axis) and gives the same numbers as the array-API code up to
+        floating-point rounding (``tests/test_fused.py`` compares them);
+        otherwise this is plain ``forward`` + ``backward``.
+        """
+        c = _prepare(logits, labels, **kwargs)
+        fused = _try_fused(c, cotangent)
+        if fused is not None:
+            return fused
+        value, residuals = _forward(c)
+        if cotangent is None:
+            cotangent = residuals.xp.ones_like(value)
+        return value, self.backward(residuals, cotangent)
+
+
+@dataclass
+class _Call:
+    """A validated call: logits with classes last (compute dtype) and per-example label data."""
+
+    xp: Any
+    z: Any
+    logits_dtype: Any
+    axis: int
+    allowed: Any
+    target: Any
+    valid_f: Any
+    w: Any
+    w_t: Any
+    eps: float
+    mode: str
+    class_weighting: str
+    reduction: str
+    empty_mean: str
+    denominator: Any
+
+
+def _prepare(
+    logits: Any,
+    labels: Any,
+    *,
+    axis: int = -1,
+    where: Any = None,
+    ignore_index: int | None = None,
+    class_weights: Any = None,
+    label_smoothing: float = 0.0,
+    reduction: str = "none",
+    label_smoothing_mode: str = "uniform",
+    class_weighting: str = "per_class",
+    mean_denominator: str = "weights",
+    empty_mean: str = "nan",
+) -> _Call:
+    eps = check_common_options(
+        reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
+    )
+    check_choice("class_weighting", class_weighting, CLASS_WEIGHTINGS)
+    if ignore_index is not None and (
+        isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
+    ):
+        msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
+        raise TypeError(msg)
+    xp, arrays = resolve(logits=logits, labels=labels, where=where, class_weights=class_weights)
+    z, t = arrays["logits"], arrays["labels"]
+    dtype = compute_dtype(xp, z, "logits")
+    check_integer(xp, t, "labels")
+    if z.ndim == 0:
+        msg = "logits must have at least one dimension (the classes)"
+        raise ValueError(msg)
+    axis = check_axis(axis, z.ndim)
+    expected = tuple(z.shape[:axis]) + tuple(z.shape[axis + 1 :])
+    if tuple(t.shape) != expected:
+        msg = (
+            f"labels must have shape {expected} (the logits' shape {tuple(z.shape)} "
+            f"without axis {axis}), got {tuple(t.shape)}"
+        )
+        raise ValueError(msg)
+    num_classes = z.shape[axis]
+    valid = xp.ones(t.shape, dtype=xp.bool, device=z.device)
+    if ignore_index is not None:
+        valid = t != ignore_index
+    out_of_range = valid & ((t < 0) | (t >= num_classes))
+    if bool(xp.any(out_of_range)):
+        bad = first_offender(xp, t, out_of_range)
+        allowed_text = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
+        msg = f"labels must be in [0, {num_classes}){allowed_text}, got {bad}"
+        raise ValueError(msg)
+    allowed = None
+    if arrays["where"] is not None:
+        allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
+    w = None
+    if arrays["class_weights"] is not None:
+        w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
+    z = xp.moveaxis(xp.astype(z, dtype, copy=False), axis, -1)
+
+    target = xp.where(valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
+    valid_f = xp.astype(valid, dtype)
+    if w is None:
+        w_t = valid_f
+    else:
+        w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
+
+    denominator = None
+    if reduction == "mean":
+        if mean_denominator == "weights":
+            denominator = xp.sum(w_t)
+        elif mean_denominator == "count":
+            denominator = xp.sum(valid_f)
+        else:
+            denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
+    return _Call(
+        xp, z, arrays["logits"].dtype, axis, allowed, target, valid_f, w, w_t, eps,
+        label_smoothing_mode, class_weighting, reduction, empty_mean, denominator,
+    )
+
+
+def _forward(c: _Call) -> tuple[Any, _Residuals]:
+    """The definition: the array-API forward pass, saving what ``backward`` needs."""
+    xp, z = c.xp, c.z
+    num_classes = z.shape[-1]
+    _, zhat, e, s = shifted_exp(z, c.allowed, xp=xp)
+    zhat_t = xp.take_along_axis(zhat, xp.expand_dims(c.target, axis=-1), axis=-1)
+    neg_log_p_t = neg_log_probs(zhat_t, s, xp=xp)[..., 0]
+
+    smooth = None
+    kappa = c.w_t
+    if c.eps > 0:
+        eps_row, spread = smoothing_weights(c.allowed, num_classes, c.eps, c.mode, xp=xp, like=z)
+        if c.mode == "others":
+            spread = xp.where(_onehot(c.target, num_classes, xp=xp), xp.zeros_like(spread), spread)
+        per_class = c.w if (c.w is not None and c.class_weighting == "per_class") else 1.0
+        per_example = c.w_t if c.class_weighting == "target" else c.valid_f
+        smooth = eps_row * spread * per_class * xp.expand_dims(per_example, axis=-1)
+        kappa = (1.0 - eps_row[..., 0]) * c.w_t
+    losses = safe_mul(kappa, neg_log_p_t, xp=xp)
+    if smooth is not None:
+        losses = losses + xp.sum(safe_mul(smooth, neg_log_probs(zhat, s, xp=xp), xp=xp), axis=-1)
+    value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
+
+    grad_mask = s != 0 if c.allowed is None else (s != 0) & c.allowed
+    res = _Residuals(
+        xp, tuple(value.shape), z.dtype, c.axis, c.logits_dtype, c.reduction,
+        probabilities(e, s, xp=xp), c.target, kappa, smooth, grad_mask, losses, c.denominator,
+    )
+    return xp.astype(value, c.logits_dtype), res
+
+
+def _try_fused(c: _Call, cotangent: Any) -> tuple[Any, dict[str, Any]] | None:
+    """Run the backend's fused kernel if it has one that applies to this call, else ``None``."""
+    from refsoftmax import backends
+
+    kernel = getattr(backends.for_namespace(c.xp), "fused_sparse_softmax_cross_entropy", None)
+    if kernel is None or c.allowed is not None or c.eps > 0 or c.z.ndim == 0:
+        return None
+    xp = c.xp
+    value_shape = tuple(c.target.shape) if c.reduction == "none" else ()
+    if cotangent is None:
+        g = xp.ones(value_shape, dtype=c.z.dtype, device=c.z.device)
+    else:
+        ct = prepare_cotangent(
+            Residuals(xp, value_shape, c.z.dtype), cotangent, c.z
+        )
+        g = ct
+    if c.reduction == "mean":
+        empty = c.denominator == 0
+        g = xp.where(empty, xp.zeros_like(g), g / xp.where(empty, xp.ones_like(g), c.denominator))
+    g = xp.broadcast_to(g, tuple(c.target.shape))
+    result = kernel(c.z, c.target, c.w_t, g)
+    if result is None:  # the kernel declined (e.g. a row with an infinite maximum)
+        return None
+    losses, grad = result
+    value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
+    grad = xp.astype(xp.moveaxis(grad, -1, c.axis), c.logits_dtype, copy=False)
+    return xp.astype(value, c.logits_dtype), {"logits": grad}
 
 
 def _onehot(target: Any, num_classes: int, *, xp: Any) -> Any:

@@ -44,7 +44,7 @@ class BackendModule(Protocol):
     def from_host(self, obj: Any, device: Any = None) -> Any: ...
     def to_numpy(self, x: Any) -> Any: ...
     def scatter_add(self, x: Any, indices: Any, values: Any) -> Any: ...
-    def Generator(self, seed: int | None, device: Any = None) -> Any: ...  # noqa: N802
+    def Generator(self, seed: int | None, device: Any = None) -> Any: ...
 
 
 def load(name: str) -> BackendModule:
@@ -60,7 +60,7 @@ def load(name: str) -> BackendModule:
     if not module.is_available():
         msg = f"backend {name!r} is not available: its array library is not installed"
         raise ImportError(msg)
-    return module  # type: ignore[no-any-return]
+    return module
 
 
 def available() -> list[str]:
@@ -78,6 +78,6 @@ def for_namespace(xp: ModuleType) -> BackendModule:
     for name in NAMES:
         module: Any = importlib.import_module(f"refsoftmax.backends.{name}")
         if module.is_available() and module.owns(xp):
-            return module  # type: ignore[no-any-return]
+            return module
     msg = f"no refsoftmax backend serves the array namespace {getattr(xp, '__name__', xp)!r}"
     raise TypeError(msg)

@@ -70,3 +70,10 @@ class Generator:
     def integers(self, low: int, high: int, shape: tuple[int, ...]) -> np.ndarray:
         """Draws from the integers in [low, high), as int64."""
         return self._rng.integers(low, high, size=shape, dtype=np.int64)
+
+
+def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) -> Any:
+    """The fused kernel of :mod:`refsoftmax.backends.numpy_kernels` (``None`` if it does not apply)."""
+    from refsoftmax.backends import numpy_kernels
+
+    return numpy_kernels.fused_sparse_softmax_cross_entropy(z, target, kappa, g)

@@ -49,8 +49,8 @@ def from_host(obj: Any, device: Any = None) -> Any:
     import numpy as np
     import torch
 
-    arr = np.asarray(obj)
-    return torch.from_numpy(np.ascontiguousarray(arr)).to(parse_device(device))
+    arr = np.array(obj, copy=True, order="C")  # a copy: never share memory with the caller
+    return torch.from_numpy(arr).to(parse_device(device))
 
 
 def to_numpy(x: Any) -> Any:

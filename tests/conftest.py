@@ -1,0 +1,82 @@
+"""Shared fixtures: one ``backend`` fixture parametrises every test over the installed backends."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, settings
+
+from refsoftmax import backends
+
+settings.register_profile(
+    "ci", derandomize=True, max_examples=60, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("dev", max_examples=40, deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+
+
+def pytest_report_header() -> str:
+    have = backends.available()
+    missing = [n for n in backends.NAMES if n not in have]
+    return f"refsoftmax backends under test: {', '.join(have)}; skipped (not installed or no device): {', '.join(missing) or 'none'}"
+
+
+@dataclass
+class Backend:
+    """A backend under test: its namespace, module and the device arrays are made on."""
+
+    name: str
+    module: Any
+    device: Any
+
+    @property
+    def xp(self) -> Any:
+        return self.module.namespace()
+
+    def asarray(self, obj: Any, dtype: Any = None) -> Any:
+        """Host data as an array of this backend on its device (dtype: a NumPy dtype)."""
+        arr = np.asarray(obj) if dtype is None else np.asarray(obj, dtype=dtype)
+        return self.module.from_host(arr, self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(self.module.to_numpy(x))
+
+
+def _backend_params() -> list[Any]:
+    params = []
+    for name in backends.NAMES:
+        module = __import__(f"refsoftmax.backends.{name}", fromlist=["x"])
+        if not module.is_available():
+            params.append(pytest.param(name, marks=pytest.mark.skip(reason=f"{name} not installed / no device")))
+            continue
+        params.append(pytest.param(name))
+    return params
+
+
+@pytest.fixture(scope="session", params=_backend_params())
+def backend(request: pytest.FixtureRequest) -> Backend:
+    name = request.param
+    if name == "jax":
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+    module = backends.load(name)
+    return Backend(name, module, module.default_device())
+
+
+@pytest.fixture(scope="session")
+def strict_device1() -> Backend:
+    """array-api-strict on its second device, to catch code that drops an input's device."""
+    pytest.importorskip("array_api_strict")
+    module = backends.load("array_api_strict")
+    return Backend("array_api_strict", module, module.parse_device("device1"))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(12345)

@@ -1,0 +1,105 @@
+"""The NumPy fused kernel must give the plain array-API path's numbers, to rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import refsoftmax as rs
+from refsoftmax.backends import numpy_kernels
+
+SPARSE = rs.sparse_softmax_cross_entropy
+
+
+def both_paths(monkeypatch, *args, **kwargs):
+    monkeypatch.setattr(numpy_kernels, "ENABLED", True)
+    calls = []
+    real = numpy_kernels.fused_sparse_softmax_cross_entropy
+
+    def spy(*a):
+        out = real(*a)
+        calls.append(out is not None)
+        return out
+
+    monkeypatch.setattr(numpy_kernels, "fused_sparse_softmax_cross_entropy", spy)
+    fused = SPARSE.value_and_grad(*args, **kwargs)
+    fused_calls = list(calls)
+    monkeypatch.setattr(numpy_kernels, "ENABLED", False)
+    plain = SPARSE.value_and_grad(*args, **kwargs)
+    return fused, plain, fused_calls
+
+
+def assert_same(fused, plain, rtol):
+    np.testing.assert_allclose(fused[0], plain[0], rtol=rtol, atol=rtol)
+    np.testing.assert_allclose(fused[1]["logits"], plain[1]["logits"], rtol=rtol, atol=rtol * 1e-2)
+    assert fused[0].dtype == plain[0].dtype and fused[1]["logits"].dtype == plain[1]["logits"].dtype
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-14), (np.float32, 2e-6)])
+@pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
+@pytest.mark.parametrize("threads", ["1", "2"])
+def test_fused_equals_plain(monkeypatch, rng, dtype, rtol, reduction, threads):
+    monkeypatch.setenv("REFSOFTMAX_NUM_THREADS", threads)
+    z = (rng.standard_normal((3, 40, 9000)) * 4).astype(dtype)  # 4.3 MB in float32: threaded
+    t = rng.integers(0, 9000, size=(3, 40))
+    t[0, :5] = -100
+    w = rng.uniform(0.1, 2, size=9000)
+    ct = rng.standard_normal((3, 40)).astype(dtype) if reduction == "none" else np.asarray(0.7, dtype)
+    fused, plain, calls = both_paths(monkeypatch, z, t, ignore_index=-100, class_weights=w,
+                                     reduction=reduction, cotangent=ct)
+    assert calls == [True]
+    assert_same(fused, plain, rtol)
+
+
+def test_fused_other_axis_and_default_cotangent(monkeypatch, rng):
+    z = rng.standard_normal((7, 5, 3))
+    t = rng.integers(0, 5, size=(7, 3))
+    fused, plain, calls = both_paths(monkeypatch, z, t, axis=1, reduction="mean")
+    assert calls == [True]
+    assert_same(fused, plain, 1e-14)
+
+
+def test_fused_edge_rows(monkeypatch):
+    z = np.array([
+        [-np.inf, 1.0, 2.0],     # masked class, no mass
+        [np.nan, 1.0, 2.0],      # NaN propagates
+        [np.nan, 1.0, 2.0],      # ... unless the example is ignored
+        [1e30, -1e30, 0.0],      # huge spread
+    ])
+    t = np.array([2, 1, -1, 1])
+    fused, plain, calls = both_paths(monkeypatch, z, t, ignore_index=-1)
+    assert calls == [True]
+    np.testing.assert_allclose(fused[0], plain[0], rtol=1e-15)
+    np.testing.assert_allclose(fused[1]["logits"], plain[1]["logits"], rtol=1e-15)
+    np.testing.assert_array_equal(fused[1]["logits"][2], 0.0)
+    assert fused[0][2] == 0.0 and np.isnan(fused[0][1])
+
+
+def test_fused_declines_rows_with_infinite_max(monkeypatch):
+    z = np.array([[-np.inf, -np.inf], [np.inf, 0.0], [0.0, 1.0]])
+    fused, plain, calls = both_paths(monkeypatch, z, np.array([0, 1, 1]))
+    assert calls == [False]
+    np.testing.assert_array_equal(fused[0], plain[0])
+
+
+def test_fused_not_used_where_it_does_not_apply(monkeypatch, rng):
+    z = rng.standard_normal((4, 6))
+    t = rng.integers(0, 6, 4)
+    for kwargs in (dict(label_smoothing=0.1), dict(where=np.ones(6, bool))):
+        fused, plain, calls = both_paths(monkeypatch, z, t, **kwargs)
+        assert calls == []
+        assert_same(fused, plain, 0)
+
+
+def test_half_precision_through_fused(monkeypatch):
+    z = np.array([[0.0, 1000.0, -1000.0]], dtype=np.float16)
+    fused, plain, calls = both_paths(monkeypatch, z, np.array([0]))
+    assert calls == [True]
+    assert fused[0].dtype == np.float16 and fused[0][0] == 1000.0
+    assert_same(fused, plain, 1e-3)
+
+
+def test_bad_thread_setting(monkeypatch):
+    monkeypatch.setenv("REFSOFTMAX_NUM_THREADS", "many")
+    with pytest.raises(ValueError, match="REFSOFTMAX_NUM_THREADS='many'"):
+        numpy_kernels.num_threads()
