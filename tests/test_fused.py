@@ -75,6 +75,7 @@ def test_fused_edge_rows(monkeypatch):
     assert fused[0][2] == 0.0 and np.isnan(fused[0][1])
 
 
+@pytest.mark.filterwarnings("ignore:invalid value encountered")
 def test_fused_declines_rows_with_infinite_max(monkeypatch):
     z = np.array([[-np.inf, -np.inf], [np.inf, 0.0], [0.0, 1.0]])
     fused, plain, calls = both_paths(monkeypatch, z, np.array([0, 1, 1]))
