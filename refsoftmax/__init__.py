@@ -9,6 +9,11 @@ NumPy, PyTorch, CuPy, JAX or array-api-strict arrays.  Each is a
 from refsoftmax._config import BackendSpec, get_backend, set_backend, use_backend
 from refsoftmax._protocol import Function, Residuals
 from refsoftmax.gradcheck import GradcheckError, GradcheckReport, gradcheck
+from refsoftmax.linear_softmax_cross_entropy import linear_softmax_cross_entropy
+from refsoftmax.nce import nce_loss
+from refsoftmax.negative_sampling import negative_sampling_loss
+from refsoftmax.row_sparse import RowSparse
+from refsoftmax.sampled_softmax import sampled_softmax_loss
 from refsoftmax.softmax import log_softmax, logsumexp, softmax
 from refsoftmax.softmax_cross_entropy import softmax_cross_entropy
 from refsoftmax.sparse_softmax_cross_entropy import sparse_softmax_cross_entropy
@@ -21,11 +26,16 @@ __all__ = [
     "GradcheckError",
     "GradcheckReport",
     "Residuals",
+    "RowSparse",
     "__version__",
     "get_backend",
     "gradcheck",
+    "linear_softmax_cross_entropy",
     "log_softmax",
     "logsumexp",
+    "nce_loss",
+    "negative_sampling_loss",
+    "sampled_softmax_loss",
     "set_backend",
     "softmax",
     "softmax_cross_entropy",

@@ -173,8 +173,10 @@ def gradcheck(
         msg = "fn has no value_and_grad; pass grad_fn(*args, cotangent=u, **kwargs) -> dict"
         raise TypeError(msg)
 
-    xp, arrays = resolve(**{names[i]: a for i, a in enumerate(args)})
-    first = next(arrays[n] for n in wrt_names)
+    positional = {names[i]: a for i, a in enumerate(args)}
+    xp, checked = resolve(**{n: positional[n] for n in wrt_names})
+    arrays = {**positional, **checked}  # other arguments are passed through unchanged
+    first = checked[wrt_names[0]]
     backend = backends.for_namespace(xp)
     device = array_api_compat.device(first)
     host = {n: np.asarray(backend.to_numpy(arrays[n]), dtype=np.float64) for n in wrt_names}
@@ -196,6 +198,11 @@ def gradcheck(
 
     def value(values: dict[str, np.ndarray]) -> np.ndarray:
         return np.asarray(backend.to_numpy(call(values)), dtype=np.float64)
+
+    def dense(grad: Any) -> np.ndarray:
+        if hasattr(grad, "to_dense"):  # a RowSparse gradient
+            grad = grad.to_dense()
+        return np.asarray(backend.to_numpy(grad), dtype=np.float64)
 
     f0 = value(host)
     out_size = f0.size
@@ -228,7 +235,7 @@ def gradcheck(
                 basis = np.zeros(out_size)
                 basis[i] = 1.0
                 _, grads = call(host, basis.reshape(f0.shape))
-                analytic[i, :] = np.asarray(backend.to_numpy(grads[name]), dtype=np.float64).reshape(-1)
+                analytic[i, :] = dense(grads[name]).reshape(-1)
             checked = numeric.size
         else:
             numeric = np.empty(num_directions)
@@ -239,7 +246,7 @@ def gradcheck(
                 fd = (value(shifted(h * v)) - value(shifted(-h * v))) / (2 * h)
                 numeric[k] = float(np.sum(u * fd))
                 _, grads = call(host, u)
-                g = np.asarray(backend.to_numpy(grads[name]), dtype=np.float64)
+                g = dense(grads[name])
                 analytic[k] = float(np.sum(g * v))
             checked = num_directions
         max_abs, max_rel, ok = _compare(analytic, numeric, rtol, atol)

@@ -1,0 +1,231 @@
+r"""The logits of sampled losses, and their backward pass.
+
+This is TensorFlow's ``_compute_sampled_logits`` written against the array
+API.  For an example :math:`i` with hidden state :math:`x_i \in \mathbb R^D`,
+true labels :math:`y_{i1..T}` and sampled candidates :math:`s_{1..S}`
+(shared across the batch, or drawn per example):
+
+.. math::
+
+    o_{ij} = \langle x_i, W_{y_{ij}}\rangle + b_{y_{ij}} - \gamma_{ij},\qquad
+    o_{i,T+k} = \langle x_i, W_{s_k}\rangle + b_{s_k} - \gamma_{i,T+k},
+
+where :math:`\gamma` is the estimator's correction (``log`` of the expected
+count for TF's estimator, 0 for negative sampling).  A sampled column whose
+candidate equals one of the row's true labels is an *accidental hit*; when
+hits are removed that column is left out of the row (a mask, not TF's
+``-FLT_MAX``, so no dtype can overflow).
+
+**Backward.**  Given :math:`G = \partial L/\partial o` (``[B, T + S]``), with
+the corrections constant:
+
+.. math::
+
+    \frac{\partial L}{\partial x_i} = \sum_j G_{ij} W_{y_{ij}} + \sum_k G_{i,T+k} W_{s_k},\quad
+    \frac{\partial L}{\partial W_r} = \sum_{(i,c):\ \mathrm{row}(c)=r} G_{ic}\,x_i,\quad
+    \frac{\partial L}{\partial b_r} = \sum_{(i,c):\ \mathrm{row}(c)=r} G_{ic} .
+
+The weight and bias gradients are returned as :class:`~refsoftmax.row_sparse.RowSparse`
+with one entry per true label and per (shared) candidate, summed on
+``to_dense()``; with shared candidates the candidate rows are first reduced
+over the batch, :math:`\sum_i G_{i,T+k} x_i = (G_{:,T:}^\top X)_k`.
+"""
+
+from __future__ import annotations
+
+import numbers
+from dataclasses import dataclass
+from typing import Any
+
+from refsoftmax._arrays import resolve
+from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._validation import first_offender
+from refsoftmax.row_sparse import RowSparse
+
+__all__ = ["SampledCall", "logits_backward", "prepare_sampled_call"]
+
+
+@dataclass
+class SampledCall:
+    """A validated sampled-loss call with the gathered rows and the logits."""
+
+    xp: Any
+    dtype: Any  # compute dtype
+    out_dtypes: dict[str, Any]  # dtype of each differentiable argument
+    num_classes: int
+    num_true: int
+    per_example: bool
+    inputs: Any  # [B, D]
+    labels: Any  # [B, T] int64
+    candidates: Any  # [S] or [B, S] int64
+    true_w: Any  # [B, T, D]
+    sampled_w: Any  # [S, D] or [B, S, D]
+    logits: Any  # [B, T + S], before the correction
+    hits: Any  # [B, S] bool: candidate equals one of the row's labels
+    has_biases: bool
+    true_expected_count: Any  # [B, T]
+    sampled_expected_count: Any  # [S] or [B, S]
+
+
+def _check_int(name: str, value: Any, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        msg = f"{name} must be an integer, got {value!r}"
+        raise TypeError(msg)
+    if int(value) < minimum:
+        msg = f"{name} must be >= {minimum}, got {value}"
+        raise ValueError(msg)
+    return int(value)
+
+
+def prepare_sampled_call(
+    weights: Any,
+    biases: Any,
+    labels: Any,
+    inputs: Any,
+    num_sampled: int,
+    num_classes: int,
+    num_true: int,
+    sampled_values: Any,
+) -> SampledCall:
+    """Validate the TF-style arguments, gather the needed rows and compute the raw logits."""
+    num_sampled = _check_int("num_sampled", num_sampled, 1)
+    num_classes = _check_int("num_classes", num_classes, 1)
+    num_true = _check_int("num_true", num_true, 1)
+    if sampled_values is None or len(sampled_values) != 3:
+        msg = (
+            "sampled_values must be a (candidates, true_expected_count, sampled_expected_count) "
+            f"triple, got {type(sampled_values).__name__}"
+        )
+        raise ValueError(msg)
+    candidates, true_ec, sampled_ec = sampled_values
+    xp, a = resolve(
+        weights=weights, biases=biases, labels=labels, inputs=inputs, candidates=candidates,
+        true_expected_count=true_ec, sampled_expected_count=sampled_ec,
+    )
+    w, b, y, x = a["weights"], a["biases"], a["labels"], a["inputs"]
+    cand, true_ec, sampled_ec = a["candidates"], a["true_expected_count"], a["sampled_expected_count"]
+    wdt = compute_dtype(xp, w, "weights")
+    xdt = compute_dtype(xp, x, "inputs")
+    dtype = xp.result_type(wdt, xdt)
+    out_dtypes = {"weights": w.dtype, "inputs": x.dtype}
+    if w.ndim != 2 or w.shape[0] != num_classes:
+        msg = f"weights must have shape (num_classes={num_classes}, dim), got {tuple(w.shape)}"
+        raise ValueError(msg)
+    dim = w.shape[1]
+    if x.ndim != 2 or x.shape[1] != dim:
+        msg = f"inputs must have shape (batch, {dim}) to match weights, got {tuple(x.shape)}"
+        raise ValueError(msg)
+    batch = x.shape[0]
+    if b is not None:
+        compute_dtype(xp, b, "biases")
+        out_dtypes["biases"] = b.dtype
+        if tuple(b.shape) != (num_classes,):
+            msg = f"biases must have shape ({num_classes},), got {tuple(b.shape)}"
+            raise ValueError(msg)
+    check_integer(xp, y, "labels")
+    if tuple(y.shape) != (batch, num_true):
+        msg = f"labels must have shape (batch={batch}, num_true={num_true}), got {tuple(y.shape)}"
+        raise ValueError(msg)
+    bad = (y < 0) | (y >= num_classes)
+    if bool(xp.any(bad)):
+        msg = f"labels must be in [0, {num_classes}), got {first_offender(xp, y, bad)}"
+        raise ValueError(msg)
+    check_integer(xp, cand, "sampled_values.candidates")
+    per_example = cand.ndim == 2
+    expected = (batch, num_sampled) if per_example else (num_sampled,)
+    if tuple(cand.shape) != expected:
+        msg = (
+            f"sampled candidates must have shape ({num_sampled},) or ({batch}, {num_sampled}), "
+            f"got {tuple(cand.shape)}"
+        )
+        raise ValueError(msg)
+    bad = (cand < 0) | (cand >= num_classes)
+    if bool(xp.any(bad)):
+        msg = f"sampled candidates must be in [0, {num_classes}), got {first_offender(xp, cand, bad)}"
+        raise ValueError(msg)
+    for name, arr, shape in (
+        ("true_expected_count", true_ec, (batch, num_true)),
+        ("sampled_expected_count", sampled_ec, expected),
+    ):
+        if tuple(arr.shape) != shape:
+            msg = f"{name} must have shape {shape}, got {tuple(arr.shape)}"
+            raise ValueError(msg)
+
+    y = xp.astype(y, xp.int64)
+    cand = xp.astype(cand, xp.int64)
+    w = xp.astype(w, dtype, copy=False)
+    x = xp.astype(x, dtype, copy=False)
+    true_w = xp.reshape(xp.take(w, xp.reshape(y, (-1,)), axis=0), (batch, num_true, dim))
+    true_logits = xp.sum(xp.expand_dims(x, axis=1) * true_w, axis=-1)
+    if per_example:
+        sampled_w = xp.reshape(xp.take(w, xp.reshape(cand, (-1,)), axis=0), (batch, num_sampled, dim))
+        sampled_logits = xp.sum(xp.expand_dims(x, axis=1) * sampled_w, axis=-1)
+        hits = xp.any(xp.expand_dims(cand, axis=2) == xp.expand_dims(y, axis=1), axis=2)
+    else:
+        sampled_w = xp.take(w, cand, axis=0)
+        sampled_logits = xp.matmul(x, xp.matrix_transpose(sampled_w))
+        hits = xp.any(
+            xp.reshape(cand, (1, num_sampled, 1)) == xp.expand_dims(y, axis=1), axis=2
+        )
+    if b is not None:
+        b = xp.astype(b, dtype, copy=False)
+        true_logits = true_logits + xp.reshape(xp.take(b, xp.reshape(y, (-1,))), (batch, num_true))
+        sampled_b = xp.take(b, xp.reshape(cand, (-1,)))
+        sampled_logits = sampled_logits + xp.reshape(sampled_b, tuple(cand.shape))
+    logits = xp.concat([true_logits, xp.broadcast_to(sampled_logits, (batch, num_sampled))], axis=1)
+    return SampledCall(
+        xp, dtype, out_dtypes, num_classes, num_true, per_example, x, y, cand, true_w, sampled_w,
+        logits, hits, b is not None, xp.astype(true_ec, dtype), xp.astype(sampled_ec, dtype),
+    )
+
+
+def log_expected_counts(call: SampledCall) -> Any:
+    """``log`` of the expected counts as a ``[B, T + S]`` correction; ``ValueError`` if any is ≤ 0."""
+    xp = call.xp
+    batch = call.inputs.shape[0]
+    sampled = xp.broadcast_to(call.sampled_expected_count, (batch, call.candidates.shape[-1]))
+    counts = xp.concat([call.true_expected_count, sampled], axis=1)
+    bad = ~(counts > 0) & ~xp.isnan(counts)
+    if bool(xp.any(bad)):
+        msg = (
+            "expected counts must be > 0 to subtract their log (a class the sampler can never "
+            f"draw cannot be corrected for), got {first_offender(xp, counts, bad)}"
+        )
+        raise ValueError(msg)
+    return xp.log(counts)
+
+
+def logits_backward(call: SampledCall, grad_logits: Any) -> dict[str, Any]:
+    """Chain ``∂L/∂logits`` (``[B, T + S]``) to the inputs, weights and biases."""
+    xp, t = call.xp, call.num_true
+    batch, dim = call.inputs.shape
+    g_true = grad_logits[:, :t]
+    g_sampled = grad_logits[:, t:]
+    d_inputs = xp.sum(xp.expand_dims(g_true, axis=-1) * call.true_w, axis=1)
+    if call.per_example:
+        d_inputs = d_inputs + xp.sum(xp.expand_dims(g_sampled, axis=-1) * call.sampled_w, axis=1)
+        sampled_rows = xp.reshape(
+            xp.expand_dims(g_sampled, axis=-1) * xp.expand_dims(call.inputs, axis=1), (-1, dim)
+        )
+        sampled_bias = xp.reshape(g_sampled, (-1,))
+    else:
+        d_inputs = d_inputs + xp.matmul(g_sampled, call.sampled_w)
+        sampled_rows = xp.matmul(xp.matrix_transpose(g_sampled), call.inputs)
+        sampled_bias = xp.sum(g_sampled, axis=0)
+    true_rows = xp.reshape(xp.expand_dims(g_true, axis=-1) * xp.expand_dims(call.inputs, axis=1), (-1, dim))
+    indices = xp.concat([xp.reshape(call.labels, (-1,)), xp.reshape(call.candidates, (-1,))])
+    out: dict[str, Any] = {
+        "weights": RowSparse(
+            indices,
+            xp.astype(xp.concat([true_rows, sampled_rows], axis=0), call.out_dtypes["weights"]),
+            call.num_classes,
+        ),
+        "inputs": xp.astype(d_inputs, call.out_dtypes["inputs"]),
+    }
+    if call.has_biases:
+        out["biases"] = RowSparse(
+            indices,
+            xp.astype(xp.concat([xp.reshape(g_true, (-1,)), sampled_bias]), call.out_dtypes["biases"]),
+            call.num_classes,
+        )
+    return out

@@ -1,0 +1,229 @@
+r"""Sampled softmax: TensorFlow's log-Q estimator and the target-excluded estimator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from refsoftmax._cross_entropy import neg_log_probs, probabilities, safe_mul
+from refsoftmax._protocol import Function, Residuals, prepare_cotangent
+from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._sampled_logits import (
+    SampledCall,
+    log_expected_counts,
+    logits_backward,
+    prepare_sampled_call,
+)
+from refsoftmax._validation import check_choice
+from refsoftmax.softmax import shifted_exp
+
+__all__ = ["ESTIMATORS", "SampledSoftmaxLoss", "sampled_softmax_loss"]
+
+ESTIMATORS = ("logq", "target_excluded")
+
+
+@dataclass
+class _Residuals(Residuals):
+    call: SampledCall
+    reduction: str
+    p: Any  # softmax over the row's columns        [B, T + S]
+    q: Any  # label distribution over the columns    [B, T + S]
+    allowed: Any  # columns in the normaliser        [B, T + S]
+    losses: Any
+
+
+def draw(labels: Any, num_sampled: int, num_classes: int, *, sampler: Any, unique: bool,
+         seed: int | None) -> tuple[Any, Any]:
+    """Sample with ``sampler`` (default: log-uniform over ``num_classes``); return (values, sampler)."""
+    from refsoftmax import samplers
+
+    if sampler is None:
+        sampler = samplers.LogUniformSampler(num_classes)
+    return sampler.sample(labels, num_sampled, unique=unique, seed=seed), sampler
+
+
+class SampledSoftmaxLoss(Function):
+    r"""Sampled softmax loss from hidden states (TF argument order), per example.
+
+    ``sampled_softmax_loss(weights, biases, labels, inputs, num_sampled,
+    num_classes, num_true=1, sampled_values=None, remove_accidental_hits=True,
+    seed=None, *, subtract_log_q=True, estimator="logq", sampler=None,
+    reduction="none")``
+
+    An *approximation* of full softmax cross-entropy for very many classes:
+    each example's true class is compared with a few sampled classes instead
+    of all ``num_classes``.  Use :func:`~refsoftmax.linear_softmax_cross_entropy`
+    to evaluate the exact full-softmax loss of the same model.
+
+    Parameters
+    ----------
+    weights : ``[num_classes, D]`` float array
+        Output embeddings.
+    biases : ``[num_classes]`` float array or None
+    labels : ``[B, num_true]`` int array
+    inputs : ``[B, D]`` float array
+        Hidden states.
+    num_sampled, num_classes, num_true : int
+    sampled_values : ``SampledValues`` or (candidates, true_expected_count, sampled_expected_count)
+        The sample, e.g. from :mod:`refsoftmax.samplers` or TF's samplers.
+        ``None``: drawn with ``sampler`` (default log-uniform), unique for
+        ``"logq"``, with replacement for ``"target_excluded"``, seeded by
+        ``seed``.  Candidates ``[S]`` are shared by the batch, ``[B, S]`` are
+        per example.
+    remove_accidental_hits : bool
+        Leave out of a row every sampled column whose candidate equals one of
+        the row's labels.
+    estimator : {"logq", "target_excluded"}
+        ``"logq"`` (TensorFlow's, Jean et al. 2015): the true columns and the
+        sampled columns all have the log of their expected count subtracted;
+        the label puts :math:`1/T` on each true column.  ``"target_excluded"``
+        (the other common form): one true class, always in the normaliser
+        exactly once and never as a sample; each kept sampled column is
+        corrected by :math:`\log(k_\mathrm{eff}\,q_c/(1-q_t))`, with
+        :math:`k_\mathrm{eff}` the samples left after rejecting the target.
+        The sampling probabilities :math:`q` come from ``sampler.probability``
+        when a sampler is known, else from ``expected_count / num_sampled``
+        (exact for sampling with replacement).
+    subtract_log_q : bool
+        Apply the estimator's correction (``False`` gives the uncorrected,
+        biased variant).
+    reduction : {"none", "sum", "mean"}
+
+    Returns
+    -------
+    array ``[B]`` (or scalar).  ``backward`` returns ``"inputs"`` dense and
+    ``"weights"``/``"biases"`` as :class:`~refsoftmax.row_sparse.RowSparse`.
+
+    Notes
+    -----
+    **Why it works.**  Full softmax needs :math:`Z = \sum_{c=1}^{C} e^{z_c}`.
+    Drawing :math:`S` classes from :math:`q` and weighting each by
+    :math:`1/(S q_c)` gives the importance-sampling estimate
+    :math:`\hat Z = \sum_k e^{z_{s_k}}/(S q_{s_k}) = \sum_k e^{z_{s_k} - \log(S q_{s_k})}`,
+    unbiased for :math:`Z`.  Subtracting :math:`\log(\text{expected count})`
+    from a logit is exactly that weighting; :math:`\log\hat Z` is biased for
+    :math:`\log Z` (Jensen), so the loss and its gradient are biased, with
+    the bias shrinking as :math:`S` grows.
+
+    **Forward.**  The columns are :math:`o = [o_{1..T}, o_{T+1..T+S}]` (see
+    :mod:`refsoftmax._sampled_logits`) minus the correction :math:`\gamma`;
+    with the label distribution :math:`q` over the columns and the kept
+    columns :math:`A`,
+
+    .. math:: \ell = \sum_{c} q_c\,\bigl(\log\textstyle\sum_{j\in A} e^{o_j} - o_c\bigr),
+
+    computed from the max-shifted columns like full softmax cross-entropy.
+
+    **Gradient.**  Exactly as for softmax cross-entropy, w.r.t. the columns
+    :math:`\partial\ell/\partial o_c = p_c - q_c` on kept columns
+    (:math:`p` = softmax over :math:`A`) and 0 on removed ones; the
+    corrections are constants.  The chain rule through
+    :math:`o = \langle x, W_r\rangle + b_r` then gives the input, weight and
+    bias gradients (:mod:`refsoftmax._sampled_logits`).
+
+    Examples
+    --------
+    >>> import numpy as np, refsoftmax
+    >>> from refsoftmax.samplers import SampledValues
+    >>> w, b = np.eye(3), np.zeros(3)
+    >>> x, y = np.array([[2.0, 0.0, 0.0]]), np.array([[0]])
+    >>> every_class = SampledValues(np.arange(3), np.ones((1, 1)), np.ones(3))
+    >>> loss = refsoftmax.sampled_softmax_loss(w, b, y, x, 3, 3, sampled_values=every_class)
+    >>> bool(np.isclose(loss[0], np.log(np.exp(2) + 2) - 2))   # = full softmax CE
+    True
+    """
+
+    name = "sampled_softmax_loss"
+    differentiable = ("weights", "biases", "inputs")
+
+    def forward(
+        self,
+        weights: Any,
+        biases: Any,
+        labels: Any,
+        inputs: Any,
+        num_sampled: int,
+        num_classes: int,
+        num_true: int = 1,
+        sampled_values: Any = None,
+        remove_accidental_hits: bool = True,
+        seed: int | None = None,
+        *,
+        subtract_log_q: bool = True,
+        estimator: str = "logq",
+        sampler: Any = None,
+        reduction: str = "none",
+    ) -> tuple[Any, _Residuals]:
+        check_choice("estimator", estimator, ESTIMATORS)
+        check_choice("reduction", reduction, ("none", "sum", "mean"))
+        if estimator == "target_excluded":
+            if num_true != 1:
+                msg = f"estimator='target_excluded' needs num_true=1, got num_true={num_true}"
+                raise ValueError(msg)
+            if not remove_accidental_hits:
+                msg = (
+                    "estimator='target_excluded' always rejects samples equal to the target; "
+                    "remove_accidental_hits=False contradicts it"
+                )
+                raise ValueError(msg)
+        if sampled_values is None:
+            sampled_values, sampler = draw(
+                labels, num_sampled, num_classes, sampler=sampler,
+                unique=estimator == "logq", seed=seed,
+            )
+        call = prepare_sampled_call(
+            weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
+        )
+        xp, dtype = call.xp, call.dtype
+        batch, t = call.inputs.shape[0], call.num_true
+        true_cols = xp.ones((batch, t), dtype=xp.bool, device=call.logits.device)
+        kept = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
+        allowed = xp.concat([true_cols, kept], axis=1)
+        o = call.logits
+        if subtract_log_q and estimator == "logq":
+            o = o - log_expected_counts(call)
+        elif subtract_log_q:
+            o = o - _target_excluded_correction(call, sampler, kept)
+        q = xp.concat(
+            [xp.full((batch, t), 1.0 / t, dtype=dtype, device=o.device),
+             xp.zeros((batch, o.shape[1] - t), dtype=dtype, device=o.device)],
+            axis=1,
+        )
+        _, zhat, e, s = shifted_exp(o, allowed, xp=xp)
+        losses = xp.sum(safe_mul(q, neg_log_probs(zhat, s, xp=xp), xp=xp), axis=-1)
+        denominator = xp.asarray(float(batch), dtype=dtype, device=o.device)
+        value = reduce(losses, denominator, reduction, "nan", xp=xp)
+        res = _Residuals(
+            xp, tuple(value.shape), dtype, call, reduction, probabilities(e, s, xp=xp), q,
+            allowed & (s != 0), losses,
+        )
+        return xp.astype(value, call.out_dtypes["weights"]), res
+
+    def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
+        r, xp = residuals, residuals.xp
+        g = prepare_cotangent(r, cotangent, r.p)
+        denominator = xp.asarray(float(r.p.shape[0]), dtype=r.compute_dtype, device=r.p.device)
+        g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
+        grad = safe_mul(xp.expand_dims(g_loss, axis=-1), r.p - r.q, xp=xp)
+        grad = xp.where(r.allowed, grad, xp.zeros_like(grad))
+        return logits_backward(r.call, grad)
+
+
+def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> Any:
+    r"""``[B, 1 + S]``: 0 for the target, :math:`\log(k_\mathrm{eff} q_c / (1 - q_t))` for samples."""
+    xp = call.xp
+    num_sampled = call.candidates.shape[-1]
+    if sampler is not None:
+        q_sampled = xp.astype(sampler.probability(call.candidates), call.dtype)
+        q_true = xp.astype(sampler.probability(call.labels), call.dtype)
+    else:
+        q_sampled = call.sampled_expected_count / num_sampled
+        q_true = call.true_expected_count / num_sampled
+    k_eff = xp.sum(xp.astype(kept, call.dtype), axis=1, keepdims=True)
+    k_safe = xp.where(k_eff > 0, k_eff, xp.ones_like(k_eff))  # rows with no sample left: all masked
+    ratio = k_safe * q_sampled / (1.0 - q_true)
+    batch = call.inputs.shape[0]
+    return xp.concat([xp.zeros((batch, 1), dtype=call.dtype, device=ratio.device), xp.log(ratio)], axis=1)
+
+
+sampled_softmax_loss = SampledSoftmaxLoss()
