@@ -82,15 +82,15 @@ class NegativeSamplingLoss(Function):
     ) -> tuple[Any, SigmoidResiduals]:
         check_choice("reduction", reduction, ("none", "sum", "mean"))
         if sampled_values is None:
+            if sampler is None and unigrams is None:
+                msg = (
+                    "negative_sampling_loss draws from unigram counts ** distortion by "
+                    "default: pass unigrams (one count per class), a sampler, or sampled_values"
+                )
+                raise ValueError(msg)
             from refsoftmax import samplers
 
             if sampler is None:
-                if unigrams is None:
-                    msg = (
-                        "negative_sampling_loss draws from unigram counts ** distortion by "
-                        "default: pass unigrams (one count per class), a sampler, or sampled_values"
-                    )
-                    raise ValueError(msg)
                 sampler = samplers.FixedUnigramSampler(
                     num_classes, unigrams=unigrams, distortion=distortion
                 )
