@@ -8,8 +8,11 @@ NumPy, PyTorch, CuPy, JAX or array-api-strict arrays.  Each is a
 
 from refsoftmax._config import BackendSpec, get_backend, set_backend, use_backend
 from refsoftmax._protocol import Function, Residuals
+from refsoftmax.accumulation import AccumulationSchedule, accumulation_steps, delta_schedule
+from refsoftmax.as_softmax import ZeroLossStats, as_softmax_cross_entropy
 from refsoftmax.gradcheck import GradcheckError, GradcheckReport, gradcheck
 from refsoftmax.linear_softmax_cross_entropy import linear_softmax_cross_entropy
+from refsoftmax.multilabel import multilabel_as_softmax_loss, multilabel_categorical_cross_entropy
 from refsoftmax.nce import nce_loss
 from refsoftmax.negative_sampling import negative_sampling_loss
 from refsoftmax.row_sparse import RowSparse
@@ -21,18 +24,25 @@ from refsoftmax.sparse_softmax_cross_entropy import sparse_softmax_cross_entropy
 __version__ = "0.1.0"
 
 __all__ = [
+    "AccumulationSchedule",
     "BackendSpec",
     "Function",
     "GradcheckError",
     "GradcheckReport",
     "Residuals",
     "RowSparse",
+    "ZeroLossStats",
     "__version__",
+    "accumulation_steps",
+    "as_softmax_cross_entropy",
+    "delta_schedule",
     "get_backend",
     "gradcheck",
     "linear_softmax_cross_entropy",
     "log_softmax",
     "logsumexp",
+    "multilabel_as_softmax_loss",
+    "multilabel_categorical_cross_entropy",
     "nce_loss",
     "negative_sampling_loss",
     "sampled_softmax_loss",

@@ -95,7 +95,8 @@ def _compare(analytic: np.ndarray, numeric: np.ndarray, rtol: float, atol: float
     diff = np.where(both_equal, 0.0, np.abs(analytic - numeric))
     diff = np.where(np.isnan(diff), np.inf, diff)
     rel = diff / np.maximum(np.abs(numeric), np.finfo(np.float64).tiny)
-    ok = bool(np.all(diff <= atol + rtol * np.abs(numeric)))
+    with np.errstate(invalid="ignore"):
+        ok = bool(np.all(both_equal | (diff <= atol + rtol * np.abs(numeric))))
     return float(np.max(diff, initial=0.0)), float(np.max(np.where(diff == 0, 0.0, rel), initial=0.0)), ok
 
 
@@ -130,9 +131,12 @@ def gradcheck(
     mode : {"auto", "full", "vjp"}
     step : float, optional
         Finite-difference step; default :math:`\\epsilon^{1/3}\\max(1, |x|_\\infty)`.
-    rtol, atol : float
-        An analytic value ``a`` passes against the numerical ``n`` when
-        ``|a - n| <= atol + rtol * |n|``.
+    rtol : float
+        Relative tolerance: an analytic value ``a`` passes against the
+        numerical ``n`` when ``|a - n| <= atol + rtol * |n|`` (or both are
+        the same non-finite value).
+    atol : float
+        Absolute tolerance, see ``rtol``.
     num_directions : int
         Random directions per argument in ``"vjp"`` mode.
     seed : int

@@ -10,8 +10,11 @@ All three start from the max-shifted row :math:`\hat z = z - \max_c z_c`
     \operatorname{softmax}(z)_c = e^{\hat z_c} / s .
 
 A row whose entries are all :math:`-\infty` has ``logsumexp = -inf`` and an
-undefined (NaN) ``softmax``/``log_softmax``, as in ``scipy.special``.  Any
-:math:`+\infty` or NaN entry makes the row NaN.
+undefined (NaN) ``softmax``/``log_softmax``, as in ``scipy.special``.  A
+:math:`+\infty` entry gives ``logsumexp = +inf`` (with a NaN gradient) and a
+NaN ``softmax``/``log_softmax`` row; a NaN entry makes the row NaN.  NumPy
+may warn (invalid value / overflow) on such rows: the values are still the
+documented ones.
 """
 
 from __future__ import annotations

@@ -199,6 +199,9 @@ class SoftmaxCrossEntropy(Function):
             msg = f"labels must have the logits' shape {tuple(z.shape)}, got {tuple(y.shape)}"
             raise ValueError(msg)
         axis = check_axis(axis, z.ndim)
+        if z.shape[axis] == 0:
+            msg = f"logits must have at least one class along axis {axis}, got shape {tuple(z.shape)}"
+            raise ValueError(msg)
         allowed = None
         if arrays["where"] is not None:
             allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)

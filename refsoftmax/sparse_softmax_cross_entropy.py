@@ -203,8 +203,9 @@ class SparseSoftmaxCrossEntropy(Function):
 
         A backend module may provide ``fused_sparse_softmax_cross_entropy``
         (NumPy does: cache-blocked, threaded, in place).  It is used when it
-        applies (no ``where``, no label smoothing, classes contiguous along
-        the last axis) and gives the same numbers as the array-API code up to
+        applies (no ``where``, no label smoothing, no row whose maximum is
+        infinite; any ``axis`` — the classes are moved last, copying if
+        needed) and gives the same numbers as the array-API code up to
         floating-point rounding (``tests/test_fused.py`` compares them);
         otherwise this is plain ``forward`` + ``backward``.
         """
@@ -271,6 +272,9 @@ def _prepare(
         msg = "logits must have at least one dimension (the classes)"
         raise ValueError(msg)
     axis = check_axis(axis, z.ndim)
+    if z.shape[axis] == 0:
+        msg = f"logits must have at least one class along axis {axis}, got shape {tuple(z.shape)}"
+        raise ValueError(msg)
     expected = tuple(z.shape[:axis]) + tuple(z.shape[axis + 1 :])
     if tuple(t.shape) != expected:
         msg = (
