@@ -198,7 +198,7 @@ def log_expected_counts(call: SampledCall) -> Any:
 def logits_backward(call: SampledCall, grad_logits: Any) -> dict[str, Any]:
     """Chain ``∂L/∂logits`` (``[B, T + S]``) to the inputs, weights and biases."""
     xp, t = call.xp, call.num_true
-    batch, dim = call.inputs.shape
+    _batch, dim = call.inputs.shape
     g_true = grad_logits[:, :t]
     g_sampled = grad_logits[:, t:]
     d_inputs = xp.sum(xp.expand_dims(g_true, axis=-1) * call.true_w, axis=1)

@@ -178,9 +178,9 @@ def gradcheck(
         raise TypeError(msg)
 
     positional = {names[i]: a for i, a in enumerate(args)}
-    xp, checked = resolve(**{n: positional[n] for n in wrt_names})
-    arrays = {**positional, **checked}  # other arguments are passed through unchanged
-    first = checked[wrt_names[0]]
+    xp, wrt_arrays = resolve(**{n: positional[n] for n in wrt_names})
+    arrays = {**positional, **wrt_arrays}  # other arguments are passed through unchanged
+    first = wrt_arrays[wrt_names[0]]
     backend = backends.for_namespace(xp)
     device = array_api_compat.device(first)
     host = {n: np.asarray(backend.to_numpy(arrays[n]), dtype=np.float64) for n in wrt_names}

@@ -202,7 +202,7 @@ class LinearSoftmaxCrossEntropy(Function):
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_col = xp.expand_dims(g_loss * r.valid, axis=1)
         lse = xp.expand_dims(r.lse, axis=1)
-        num_classes, dim = r.weights.shape
+        num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
         writable = array_api_compat.is_writeable_array(r.weights)
         d_w_parts, d_b_parts = [], []

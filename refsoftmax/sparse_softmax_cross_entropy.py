@@ -197,7 +197,7 @@ class SparseSoftmaxCrossEntropy(Function):
         return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)}
 
     def value_and_grad(
-        self, logits: Any, labels: Any, *, cotangent: Any = None, **kwargs: Any
+        self, *args: Any, cotangent: Any = None, **kwargs: Any
     ) -> tuple[Any, dict[str, Any]]:
         """``forward`` then ``backward``, fused into one pass where the backend offers a kernel.
 
@@ -209,7 +209,7 @@ class SparseSoftmaxCrossEntropy(Function):
         floating-point rounding (``tests/test_fused.py`` compares them);
         otherwise this is plain ``forward`` + ``backward``.
         """
-        c = _prepare(logits, labels, **kwargs)
+        c = _prepare(*args, **kwargs)
         fused = _try_fused(c, cotangent)
         if fused is not None:
             return fused

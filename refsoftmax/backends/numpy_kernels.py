@@ -16,6 +16,7 @@ definition.  This module only re-schedules that arithmetic for NumPy:
 
 from __future__ import annotations
 
+import itertools
 import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -106,7 +107,7 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
             bounds = np.linspace(0, n, workers + 1).astype(int)
             futures = [
                 _executor(workers).submit(_rows, z2, t, k, gv, losses, grad, int(a), int(b))
-                for a, b in zip(bounds[:-1], bounds[1:], strict=True)
+                for a, b in itertools.pairwise(bounds)
             ]
             ok = all(f.result() for f in futures)
     if not ok:

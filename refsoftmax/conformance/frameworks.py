@@ -1,0 +1,166 @@
+"""Drivers for the frameworks whose losses are certified: arrays in, value and VJP out.
+
+Each driver converts NumPy inputs to the framework's arrays in a given dtype
+and obtains gradients with **the framework's own autodiff**
+(``torch.autograd``, ``tf.GradientTape``, ``jax.vjp``, ...).  This is the
+one place in refsoftmax where autodiff is used: to measure other libraries.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import importlib.util
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+__all__ = ["FRAMEWORKS", "Framework", "get_framework"]
+
+
+class Framework:
+    """Base driver: NumPy arrays, no autodiff (gradients need a ``grad_fn``)."""
+
+    name = "numpy"
+    module = "numpy"
+    dtypes: tuple[str, ...] = ("float64", "float32", "float16")
+
+    def available(self) -> bool:
+        return importlib.util.find_spec(self.module) is not None
+
+    def version(self) -> str:
+        try:
+            return importlib.metadata.version(self.distribution())
+        except importlib.metadata.PackageNotFoundError:
+            return str(getattr(importlib.import_module(self.module), "__version__", "unknown"))
+
+    def distribution(self) -> str:
+        return self.module
+
+    def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
+        """``x`` as this framework's array; float arrays in ``dtype``, integer arrays unchanged."""
+        return np.asarray(x, dtype=dtype) if dtype else np.asarray(x)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x, dtype=np.float64)
+
+    def vjp(self, fn: Callable[..., Any], args: dict[str, Any], wrt: tuple[str, ...],
+            cotangent: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        msg = f"the {self.name} driver has no autodiff: pass grad_fn"
+        raise NotImplementedError(msg)
+
+
+class TorchFramework(Framework):
+    name = "torch"
+    module = "torch"
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+
+    def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
+        import torch
+
+        if dtype is None:
+            return torch.from_numpy(np.array(x, copy=True))
+        return torch.tensor(np.asarray(x, np.float64), dtype=getattr(torch, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(x.detach().to(dtype=__import__("torch").float64).cpu().numpy())
+
+    def vjp(self, fn, args, wrt, cotangent):  # type: ignore[no-untyped-def,unused-ignore]
+        import torch
+
+        leaves = {k: (v.detach().clone().requires_grad_(True) if k in wrt else v) for k, v in args.items()}
+        value = fn(**leaves)
+        ct = torch.tensor(np.asarray(cotangent), dtype=value.dtype)
+        grads = torch.autograd.grad(value, [leaves[k] for k in wrt], ct, allow_unused=True)
+        out = {k: (np.zeros(tuple(leaves[k].shape)) if g is None else self.to_numpy(g)) for k, g in zip(wrt, grads, strict=True)}
+        return self.to_numpy(value), out
+
+
+class TensorFlowFramework(Framework):
+    name = "tensorflow"
+    module = "tensorflow"
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+
+    def distribution(self) -> str:
+        for dist in ("tensorflow-cpu", "tensorflow"):
+            try:
+                importlib.metadata.version(dist)
+                return dist
+            except importlib.metadata.PackageNotFoundError:
+                continue
+        return "tensorflow"
+
+    def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
+        import tensorflow as tf
+
+        if dtype is None:
+            return tf.constant(np.asarray(x))
+        return tf.cast(tf.constant(np.asarray(x, np.float64)), getattr(tf, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        import tensorflow as tf
+
+        return np.asarray(tf.cast(tf.convert_to_tensor(x), tf.float64).numpy())
+
+    def vjp(self, fn, args, wrt, cotangent):  # type: ignore[no-untyped-def,unused-ignore]
+        import tensorflow as tf
+
+        watched = {k: (tf.Variable(v) if k in wrt else v) for k, v in args.items()}
+        with tf.GradientTape() as tape:
+            value = fn(**watched)
+        ct = tf.cast(tf.constant(np.asarray(cotangent)), value.dtype)
+        grads = tape.gradient(value, [watched[k] for k in wrt], output_gradients=ct)
+        out = {}
+        for k, g in zip(wrt, grads, strict=True):
+            out[k] = np.zeros(tuple(watched[k].shape)) if g is None else self.to_numpy(tf.convert_to_tensor(g))
+        return self.to_numpy(value), out
+
+
+class JaxFramework(Framework):
+    name = "jax"
+    module = "jax"
+    dtypes = ("float64", "float32", "float16", "bfloat16")
+
+    def _jax(self) -> Any:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)
+        return jax
+
+    def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
+        jnp = self._jax().numpy
+        if dtype is None:
+            return jnp.asarray(np.asarray(x))
+        return jnp.asarray(np.asarray(x, np.float64)).astype(getattr(jnp, dtype))
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return np.asarray(np.asarray(x, dtype=np.float32 if "bfloat16" in str(x.dtype) else None), dtype=np.float64)
+
+    def vjp(self, fn, args, wrt, cotangent):  # type: ignore[no-untyped-def,unused-ignore]
+        jax = self._jax()
+        fixed = {k: v for k, v in args.items() if k not in wrt}
+
+        def f(*diff: Any) -> Any:
+            return fn(**fixed, **dict(zip(wrt, diff, strict=True)))
+
+        value, pullback = jax.vjp(f, *[args[k] for k in wrt])
+        grads = pullback(jax.numpy.asarray(np.asarray(cotangent)).astype(value.dtype))
+        return self.to_numpy(value), {k: self.to_numpy(g) for k, g in zip(wrt, grads, strict=True)}
+
+
+FRAMEWORKS: dict[str, Framework] = {
+    f.name: f for f in (Framework(), TorchFramework(), TensorFlowFramework(), JaxFramework())
+}
+
+
+def register_framework(framework: Framework) -> None:
+    """Add a driver (adapters for other frameworks register theirs)."""
+    FRAMEWORKS[framework.name] = framework
+
+
+def get_framework(name: str) -> Framework:
+    if name not in FRAMEWORKS:
+        msg = f"framework={name!r} is not known; choose one of {sorted(FRAMEWORKS)}"
+        raise ValueError(msg)
+    return FRAMEWORKS[name]

@@ -1,0 +1,66 @@
+"""What is certified: a *target* is one library function, seen through the reference signature."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from refsoftmax.conformance.cases import DTYPES
+
+__all__ = ["LossSpec", "Target", "Unsupported"]
+
+
+class Unsupported(Exception):
+    """Raised by a target's ``call`` for an option or input the library cannot express (case skipped)."""
+
+
+@dataclass
+class Target:
+    """One library function, adapted to the reference signature of ``loss``.
+
+    ``call(inputs, options)`` receives the case inputs as framework arrays
+    (``logits``, ``labels``, ``class_weights`` ... named as in the reference)
+    and the reference options, and returns the framework array that should
+    equal the reference value.  It raises :class:`Unsupported` for options
+    the library cannot express.
+
+    ``conventions`` are the reference options that reproduce the library's
+    documented conventions (``docs/conventions.md``); a disagreement
+    explained by them is reported as ``"convention"``, not ``"fail"``.
+    """
+
+    library: str
+    function: str
+    loss: str
+    framework: str
+    call: Callable[[dict[str, Any], dict[str, Any]], Any]
+    wrt: tuple[str, ...] = ("logits",)
+    dtypes: tuple[str, ...] = DTYPES
+    conventions: dict[str, Any] = field(default_factory=dict)
+    convention_doc: str = ""
+    expression: str = ""  # reproducer: an expression over the input names, e.g. "F.cross_entropy(...)"
+    imports: str = ""
+    grad_fn: Callable[..., dict[str, Any]] | None = None
+    notes: str = ""
+
+
+@dataclass(frozen=True)
+class LossSpec:
+    """The reference side of a loss: the refsoftmax function and how to call it."""
+
+    name: str
+    positional: tuple[str, ...]
+    array_options: tuple[str, ...] = ("class_weights",)
+
+    @property
+    def function(self) -> Any:
+        import refsoftmax
+
+        return getattr(refsoftmax, self.name)
+
+
+SPECS: dict[str, LossSpec] = {
+    "sparse_softmax_cross_entropy": LossSpec("sparse_softmax_cross_entropy", ("logits", "labels")),
+    "softmax_cross_entropy": LossSpec("softmax_cross_entropy", ("logits", "labels")),
+}
