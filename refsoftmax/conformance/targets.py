@@ -8,7 +8,7 @@ from typing import Any
 
 from refsoftmax.conformance.cases import DTYPES
 
-__all__ = ["LossSpec", "Target", "Unsupported"]
+__all__ = ["SPECS", "LossSpec", "Target", "Unsupported", "register_spec"]
 
 
 class Unsupported(Exception):
@@ -52,9 +52,14 @@ class LossSpec:
     name: str
     positional: tuple[str, ...]
     array_options: tuple[str, ...] = ("class_weights",)
+    #: the reference callable; default ``getattr(refsoftmax, name)``.  Anything with the
+    #: refsoftmax protocol works (``__call__`` and ``value_and_grad``).
+    reference: Any = None
 
     @property
     def function(self) -> Any:
+        if self.reference is not None:
+            return self.reference
         import refsoftmax
 
         return getattr(refsoftmax, self.name)
@@ -64,3 +69,8 @@ SPECS: dict[str, LossSpec] = {
     "sparse_softmax_cross_entropy": LossSpec("sparse_softmax_cross_entropy", ("logits", "labels")),
     "softmax_cross_entropy": LossSpec("softmax_cross_entropy", ("logits", "labels")),
 }
+
+
+def register_spec(spec: LossSpec) -> None:
+    """Add (or replace) the reference spec of a loss; its cases come from ``cases.register``."""
+    SPECS[spec.name] = spec
