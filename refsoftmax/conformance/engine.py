@@ -166,7 +166,7 @@ def _candidate(target: Target, fw: Framework, inputs: dict[str, np.ndarray], opt
     def fn(**kw: Any) -> Any:
         return target.call(kw, options)
 
-    if cotangent is None:
+    if cotangent is None or not target.wrt:
         return fw.to_numpy(fn(**arrays)), {}
     if target.grad_fn is not None:
         value = fw.to_numpy(fn(**arrays))
