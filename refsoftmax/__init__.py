@@ -9,7 +9,17 @@ NumPy, PyTorch, CuPy, JAX or array-api-strict arrays.  Each is a
 from refsoftmax._config import BackendSpec, get_backend, set_backend, use_backend
 from refsoftmax._protocol import Function, Residuals
 from refsoftmax.accumulation import AccumulationSchedule, accumulation_steps, delta_schedule
+from refsoftmax.am_softmax import am_softmax_loss
 from refsoftmax.as_softmax import ZeroLossStats, as_softmax_cross_entropy
+from refsoftmax.fenchel_young import (
+    FenchelYoungLoss,
+    FenchelYoungProjection,
+    Regulariser,
+    entmax15,
+    entmax15_loss,
+    sparsemax,
+    sparsemax_loss,
+)
 from refsoftmax.gradcheck import GradcheckError, GradcheckReport, gradcheck
 from refsoftmax.linear_softmax_cross_entropy import linear_softmax_cross_entropy
 from refsoftmax.multilabel import multilabel_as_softmax_loss, multilabel_categorical_cross_entropy
@@ -20,22 +30,30 @@ from refsoftmax.sampled_softmax import sampled_softmax_loss
 from refsoftmax.softmax import log_softmax, logsumexp, softmax
 from refsoftmax.softmax_cross_entropy import softmax_cross_entropy
 from refsoftmax.sparse_softmax_cross_entropy import sparse_softmax_cross_entropy
+from refsoftmax.temperature_softmax import temperature_softmax_cross_entropy
+from refsoftmax.topk_softmax import topk_softmax_cross_entropy
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AccumulationSchedule",
     "BackendSpec",
+    "FenchelYoungLoss",
+    "FenchelYoungProjection",
     "Function",
     "GradcheckError",
     "GradcheckReport",
+    "Regulariser",
     "Residuals",
     "RowSparse",
     "ZeroLossStats",
     "__version__",
     "accumulation_steps",
+    "am_softmax_loss",
     "as_softmax_cross_entropy",
     "delta_schedule",
+    "entmax15",
+    "entmax15_loss",
     "get_backend",
     "gradcheck",
     "linear_softmax_cross_entropy",
@@ -50,5 +68,9 @@ __all__ = [
     "softmax",
     "softmax_cross_entropy",
     "sparse_softmax_cross_entropy",
+    "sparsemax",
+    "sparsemax_loss",
+    "temperature_softmax_cross_entropy",
+    "topk_softmax_cross_entropy",
     "use_backend",
 ]

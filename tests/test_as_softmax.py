@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 from hypothesis import given
@@ -211,8 +213,8 @@ def test_schedule_never_decreases_and_grows_by_one():
     for r in zero_ratios:
         sched.observe(100, int(100 * r))
         history.append(sched.steps)
-    assert all(b >= a for a, b in zip(history, history[1:]))
-    assert all(b - a <= 1 for a, b in zip(history, history[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(history))
+    assert all(b - a <= 1 for a, b in itertools.pairwise(history))
     assert max(history) == 5
     with pytest.raises(ValueError, match="max_steps must be"):
         rs.AccumulationSchedule(max_steps=0)

@@ -293,7 +293,7 @@ def test_linear_never_materialises_the_logits(rng):
     y = rng.integers(0, classes, batch)
     logits_bytes = batch * classes * 4  # 16 MiB
     tracemalloc.start()
-    value, grads = rs.linear_softmax_cross_entropy.value_and_grad(w, b, y, x, chunk_size=128)
+    _value, _grads = rs.linear_softmax_cross_entropy.value_and_grad(w, b, y, x, chunk_size=128)
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     output_bytes = w.nbytes + b.nbytes + x.nbytes  # the gradients themselves

@@ -91,8 +91,15 @@ class _Mismatch(Exception):
 
 # ------------------------------------------------------------------ comparisons
 
-def compare_values(candidate: np.ndarray, reference: np.ndarray, dtype: str, what: str) -> tuple[float, float]:
-    """Raise :class:`_Mismatch` unless ``candidate`` equals ``reference`` within the dtype's tolerance."""
+def compare_values(candidate: np.ndarray, reference: np.ndarray, dtype: str, what: str,
+                   floor: float = 0.0) -> tuple[float, float]:
+    """Raise :class:`_Mismatch` unless ``candidate`` equals ``reference`` within the dtype's tolerance.
+
+    Values: ``|a - r| <= tol (|r| + 1)``.  Gradients: ``|a - r| <= tol (|r| + s)`` with
+    ``s = max(max|r|, floor)``, ``floor`` being the gradient's natural size (the cotangent's
+    size over the number of rows), so that uniformly tiny gradients are not compared to
+    the last bit.
+    """
     cand = np.asarray(candidate, np.float64)
     ref = np.asarray(reference, np.float64)
     if cand.shape != ref.shape:
@@ -119,7 +126,10 @@ def compare_values(candidate: np.ndarray, reference: np.ndarray, dtype: str, wha
     abs_err = float(diff.max(initial=0.0))
     rel = np.where(fin, diff / np.maximum(np.abs(ref), np.finfo(np.float64).tiny), 0.0)
     rel_err = float(rel.max(initial=0.0))
-    scale = np.abs(ref) + (1.0 if what == "value" else float(np.max(np.abs(np.where(fin, ref, 0.0)), initial=0.0)))
+    if what == "value":
+        scale = np.abs(ref) + 1.0
+    else:
+        scale = np.abs(ref) + max(float(np.max(np.abs(np.where(fin, ref, 0.0)), initial=0.0)), floor)
     bad = fin & (diff > tol * scale)
     if bad.any():
         i = np.flatnonzero(bad)[0]
@@ -203,11 +213,13 @@ def _match(spec: LossSpec, target: Target, inputs: dict[str, np.ndarray], option
         abs_err, rel_err = compare_values(cand_value, ref_value, dtype, "value")
     except _Mismatch as miss:
         raise _Mismatch(str(miss), "value", miss.abs_err, miss.rel_err) from None
+    rows = max(1, math.prod(np.shape(inputs[spec.positional[0]])[:-1]))
+    floor = float(np.max(np.abs(cotangent), initial=0.0)) / rows
     for name in target.wrt:
         if name not in ref_grads or name not in cand_grads:
             continue
         try:
-            a, r = compare_values(cand_grads[name], ref_grads[name], dtype, f"d/d{name}")
+            a, r = compare_values(cand_grads[name], ref_grads[name], dtype, f"d/d{name}", floor)
         except _Mismatch as miss:
             raise _Mismatch(str(miss), f"gradient w.r.t. {name}", miss.abs_err, miss.rel_err) from None
         abs_err, rel_err = max(abs_err, a), max(rel_err, r)
