@@ -63,9 +63,14 @@ class ASSoftmaxCrossEntropy(Function):
     delta : float ≥ 0
         Margin δ in probability.  δ ≥ 1 keeps every class: plain softmax
         cross-entropy.
-    axis, ignore_index, class_weights, reduction
-        As :func:`~refsoftmax.sparse_softmax_cross_entropy` (mean divides by
-        the total weight of the non-ignored examples).
+    axis : int
+        The class axis.
+    ignore_index : int, optional
+        Examples with this label contribute 0 and are not counted.
+    class_weights : array ``[C]``, optional
+        As in :func:`~refsoftmax.sparse_softmax_cross_entropy`.
+    reduction : {"none", "sum", "mean"}
+        ``"mean"`` divides by the total weight of the non-ignored examples.
 
     Returns
     -------
@@ -100,8 +105,10 @@ class ASSoftmaxCrossEntropy(Function):
         \frac{\partial\ell}{\partial z_i} = 0\quad (i \notin K).
 
     Excluded classes get exactly zero gradient; a zero-loss example has
-    :math:`p^K_t = 1` and a gradient of exactly 0.  The loss is not
-    differentiable where some :math:`p_t - p_i = \delta` (the mask changes).
+    :math:`p^K_t = 1` and a gradient of exactly 0.  The loss is
+    discontinuous where some :math:`p_t - p_i = \delta`: when class
+    :math:`i` drops out of :math:`K` the loss jumps down by
+    :math:`\log(1 + e^{z_i}/\sum_{j\in K\setminus i} e^{z_j})`.
 
     Examples
     --------

@@ -25,7 +25,7 @@ class _Residuals(Residuals):
     biases: Any
     inputs: Any
     target: Any  # [B] int64, 0 where ignored
-    valid: Any  # [B] compute dtype, 0 where ignored
+    rows: Any  # [B] bool: rows with a gradient (not ignored, not empty)
     lse: Any  # log-sum-exp of each row over all classes
     chunk: int
     reduction: str
@@ -186,12 +186,17 @@ class LinearSoftmaxCrossEntropy(Function):
             local = xp.clip(target - start, 0, stop - start - 1)
             picked = xp.take_along_axis(logits, xp.expand_dims(local, axis=1), axis=1)[:, 0]
             z_t = xp.where(here, picked, z_t)
-        neg_log_p = (m - z_t) + xp.log(s)
+        empty = s == 0  # every logit of the row is -inf: no class to normalise over
+        safe_m = xp.where(empty, xp.zeros_like(m), m)
+        neg_log_p = (safe_m - z_t) + xp.log(xp.where(empty, xp.ones_like(s), s))
+        neg_log_p = xp.where(empty, xp.full_like(neg_log_p, xp.inf), neg_log_p)
         losses = xp.where(valid_b, neg_log_p, xp.zeros_like(neg_log_p))
+        lse = xp.where(empty, xp.full_like(m, xp.inf), m + xp.log(xp.where(empty, xp.ones_like(s), s)))
+        rows = valid_b & ~empty  # rows that receive a gradient
         denominator = xp.sum(valid) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
-            xp, tuple(value.shape), dtype, w, b, x, target, valid, m + xp.log(s), chunk, reduction,
+            xp, tuple(value.shape), dtype, w, b, x, target, rows, lse, chunk, reduction,
             losses, denominator, out_dtypes,
         )
         return xp.astype(value, out_dtypes["weights"]), res
@@ -200,7 +205,10 @@ class LinearSoftmaxCrossEntropy(Function):
         r, xp = residuals, residuals.xp
         g = prepare_cotangent(r, cotangent, r.inputs)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
-        g_col = xp.expand_dims(g_loss * r.valid, axis=1)
+        g_col = xp.expand_dims(xp.where(r.rows, g_loss, xp.zeros_like(g_loss)), axis=1)
+        row_mask = xp.expand_dims(r.rows, axis=1)
+        # rows without a gradient (ignored, empty) must not leak NaN/inf into dW through 0 * x
+        inputs = xp.where(row_mask, r.inputs, xp.zeros_like(r.inputs))
         lse = xp.expand_dims(r.lse, axis=1)
         num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
@@ -214,9 +222,9 @@ class LinearSoftmaxCrossEntropy(Function):
             logits = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
             classes = xp.arange(start, stop, device=r.inputs.device, dtype=r.target.dtype)
             onehot = xp.astype(xp.expand_dims(r.target, axis=1) == classes, r.compute_dtype)
-            grad = g_col * (xp.exp(logits - lse) - onehot)
+            grad = xp.where(row_mask, g_col * (xp.exp(logits - lse) - onehot), xp.zeros_like(logits))
             d_inputs = d_inputs + xp.matmul(grad, r.weights[start:stop, :])
-            chunk_w = xp.matmul(xp.matrix_transpose(grad), r.inputs)
+            chunk_w = xp.matmul(xp.matrix_transpose(grad), inputs)
             chunk_b = xp.sum(grad, axis=0)
             if writable:
                 d_w[start:stop, :] = chunk_w

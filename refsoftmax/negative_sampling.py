@@ -22,16 +22,27 @@ class NegativeSamplingLoss(Function):
 
     Parameters
     ----------
-    weights, biases, labels, inputs, num_sampled, num_classes, num_true
-        As :func:`~refsoftmax.sampled_softmax_loss`; ``biases`` may be
-        ``None`` (word2vec has none).
-    sampled_values
+    weights : ``[num_classes, D]`` float array
+        Output ("context") embeddings.
+    biases : ``[num_classes]`` float array or None
+        word2vec has none.
+    labels : ``[B, num_true]`` int array
+    inputs : ``[B, D]`` float array
+    num_sampled : int
+    num_classes : int
+    num_true : int
+    sampled_values : ``SampledValues`` or triple, optional
         The sample; ``None`` draws ``num_sampled`` negatives with
         replacement from the unigram distribution raised to ``distortion``
         (word2vec's :math:`U(c)^{3/4}/Z`), which needs ``unigrams`` (a count
         per class), or from ``sampler``.
     remove_accidental_hits : bool
         Drop negatives equal to one of the row's labels (word2vec does not).
+    seed : int, optional
+    unigrams : array ``[num_classes]``, optional
+    distortion : float
+    sampler : CandidateSampler, optional
+    reduction : {"none", "sum", "mean"}
 
     Notes
     -----

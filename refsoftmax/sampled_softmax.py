@@ -82,8 +82,9 @@ class SampledSoftmaxLoss(Function):
         corrected by :math:`\log(k_\mathrm{eff}\,q_c/(1-q_t))`, with
         :math:`k_\mathrm{eff}` the samples left after rejecting the target.
         The sampling probabilities :math:`q` come from ``sampler.probability``
-        when a sampler is known, else from ``expected_count / num_sampled``
-        (exact for sampling with replacement).
+        when a sampler is known, else from ``expected_count / num_sampled``,
+        which is exact only for samples drawn *with replacement*: pass
+        ``sampler=`` with sampled values drawn without replacement.
     subtract_log_q : bool
         Apply the estimator's correction (``False`` gives the uncorrected,
         biased variant).
@@ -217,6 +218,7 @@ def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> A
         q_sampled = xp.astype(sampler.probability(call.candidates), call.dtype)
         q_true = xp.astype(sampler.probability(call.labels), call.dtype)
     else:
+        log_expected_counts(call)  # validates: every expected count must be > 0
         q_sampled = call.sampled_expected_count / num_sampled
         q_true = call.true_expected_count / num_sampled
     k_eff = xp.sum(xp.astype(kept, call.dtype), axis=1, keepdims=True)

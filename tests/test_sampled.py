@@ -308,3 +308,35 @@ def test_linear_bad_input(model):
         rs.linear_softmax_cross_entropy(w, b, np.zeros(B, int), x, chunk_size=0)
     with pytest.raises(ValueError, match=r"labels must have shape \(5,\)"):
         rs.linear_softmax_cross_entropy(w, b, np.zeros((B, 1), int), x)
+
+
+def test_linear_edge_rows():
+    """All -inf row: +inf and gradient 0, as sparse CE; ignored NaN rows leak nothing."""
+    w = np.zeros((3, 2))
+    b = np.full(3, -np.inf)
+    value, grads = rs.linear_softmax_cross_entropy.value_and_grad(w, b, np.array([0, -1]), np.ones((2, 2)),
+                                                                 ignore_index=-1)
+    np.testing.assert_array_equal(value, [np.inf, 0.0])
+    for g in grads.values():
+        np.testing.assert_array_equal(g, 0.0)
+    x = np.array([[1.0, 2.0], [np.nan, 1.0]])
+    value, grads = rs.linear_softmax_cross_entropy.value_and_grad(np.ones((3, 2)), np.zeros(3), np.array([0, -1]),
+                                                                 x, ignore_index=-1)
+    assert np.isfinite(value).all()
+    for g in grads.values():
+        assert np.isfinite(g).all()
+
+
+def test_sigmoid_terms_exact_at_infinite_logits():
+    w = np.array([[1.0], [1.0]])
+    b = np.array([0.0, -np.inf])  # the sampled class can never score: its noise term is exactly 0
+    sv = (np.array([1]), np.ones((1, 1)), np.ones(1))
+    value = rs.nce_loss(w, b, np.array([[0]]), np.array([[0.0]]), 1, 2, sampled_values=sv)
+    np.testing.assert_allclose(value, [np.log(2.0)], rtol=1e-15)
+
+
+def test_target_excluded_checks_expected_counts(model):
+    w, b, x = model
+    sv = (np.array([0, 1]), np.zeros((B, 1)), np.ones(2))
+    with pytest.raises(ValueError, match="expected counts must be > 0"):
+        rs.sampled_softmax_loss(w, b, np.full((B, 1), 3), x, 2, C, sampled_values=sv, estimator="target_excluded")
