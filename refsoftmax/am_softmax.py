@@ -185,6 +185,9 @@ class AMSoftmaxLoss(Function):
             msg = "features must have at least one dimension (the feature dimension D)"
             raise ValueError(msg)
         dim = f.shape[-1]
+        if dim == 0:
+            msg = f"features must have a nonzero feature dimension D, got shape {tuple(f.shape)}"
+            raise ValueError(msg)
         if w.ndim != 2 or w.shape[1] != dim:
             msg = f"weights must have shape (num_classes, {dim}) to match features, got {tuple(w.shape)}"
             raise ValueError(msg)
@@ -207,8 +210,10 @@ class AMSoftmaxLoss(Function):
         f2 = xp.reshape(xp.astype(f, dtype), (-1, dim))
         w = xp.astype(w, dtype)
         valid = xp.reshape(valid_b, (-1,))
-        f_norm = xp.sqrt(xp.sum(f2 * f2, axis=-1, keepdims=True))
-        w_norm = xp.sqrt(xp.sum(w * w, axis=-1, keepdims=True))
+        # ignored examples take no part: zero them so NaN/inf there cannot reach the gradients
+        f2 = xp.where(xp.expand_dims(valid, axis=-1), f2, xp.zeros_like(f2))
+        f_norm = _norms(f2, xp=xp)
+        w_norm = _norms(w, xp=xp)
         zero_f = (f_norm[:, 0] == 0) & valid
         if bool(xp.any(zero_f)):
             row = int(xp.argmax(xp.astype(zero_f, xp.int8)))
@@ -255,6 +260,19 @@ class AMSoftmaxLoss(Function):
             "features": xp.astype(xp.reshape(d_f, r.features_shape), r.out_dtypes["features"]),
             "weights": xp.astype(d_w, r.out_dtypes["weights"]),
         }
+
+
+def _norms(x: Any, *, xp: Any) -> Any:
+    """Euclidean norms of the rows of ``x`` (``keepdims``), scaled so that squaring cannot overflow or underflow.
+
+    ``‖x‖ = a · ‖x / a‖`` with ``a = max|x_i|``: the entries of ``x / a`` are in [-1, 1] and
+    one of them is ±1, so their sum of squares is in [1, D].
+    """
+    a = xp.max(xp.abs(x), axis=-1, keepdims=True)
+    safe = xp.where((a == 0) | ~xp.isfinite(a), xp.ones_like(a), a)
+    y = x / safe
+    n = xp.sqrt(xp.sum(y * y, axis=-1, keepdims=True))
+    return xp.where(a == 0, xp.zeros_like(a), xp.where(xp.isfinite(a), safe * n, a))
 
 
 am_softmax_loss = AMSoftmaxLoss()

@@ -118,7 +118,8 @@ class TsallisSparsemax(Regulariser):
         return 0.5 * xp.sum(p * p, axis=-1) - 0.5
 
     def jacobian_weights(self, p: Any, *, xp: Any) -> Any:
-        return xp.astype(p > 0, p.dtype)
+        s = xp.astype(p > 0, p.dtype)
+        return xp.where(xp.isnan(p), p, s)  # NaN rows stay NaN in the backward (NaN > 0 is false)
 
 
 class TsallisEntmax15(Regulariser):

@@ -153,7 +153,8 @@ class TemperatureSoftmaxCrossEntropy(Function):
 
     Notes
     -----
-    **Forward.**  With :math:`u = z / T` (computed in the compute dtype),
+    **Forward.**  With :math:`u = (z - \max_c z_c) / T` (shifted *before*
+    dividing, so a tiny :math:`T` cannot overflow; the loss is shift-invariant),
     :math:`\hat u = u - \max_c u_c` and :math:`s = \sum_c e^{\hat u_c}`,
     :math:`\ell = \log s - \hat u_t`, which is :math:`\ge 0` and never
     overflows (:math:`1 \le s \le C`).
@@ -209,7 +210,10 @@ class TemperatureSoftmaxCrossEntropy(Function):
         t = check_positive("temperature", temperature)
         c = prepare_sparse(logits, labels, axis=axis, ignore_index=ignore_index,
                            reduction=reduction)
-        return restricted_ce_forward(c, c.z / t, None, 1.0 / t)
+        xp = c.xp
+        m = xp.max(c.z, axis=-1, keepdims=True)  # shift before dividing: (z - max z) / T is <= 0
+        m = xp.where((m == -xp.inf) | (m == xp.inf), xp.zeros_like(m), m)
+        return restricted_ce_forward(c, (c.z - m) / t, None, 1.0 / t)
 
     def backward(self, residuals: CEResiduals, cotangent: Any) -> dict[str, Any]:
         return {"logits": restricted_ce_backward(residuals, cotangent)}

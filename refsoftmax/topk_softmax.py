@@ -23,9 +23,11 @@ def topk_mask(z: Any, k: int, *, xp: Any) -> Any:
     Ties at the k-th largest value :math:`v_k` go to the lowest class
     indices: every entry :math:`> v_k` is kept, and of the entries
     :math:`= v_k` the first :math:`k - \#\{z > v_k\}` in index order.  So
-    exactly ``k`` entries are kept, deterministically, whatever the backend's
-    sort does with equal values.  NaN entries are never among the top k
-    (they compare false); the callers decide what a NaN row means.
+    in a row without NaN exactly ``k`` entries are kept, deterministically,
+    whatever the backend's sort does with equal values.  In a row with NaN
+    the descending sort may put NaN first, :math:`v_k` may be NaN and fewer
+    than ``k`` entries (possibly none) are kept; such a row's loss is NaN
+    anyway, and the callers keep NaN entries so that it propagates.
     """
     v_k = xp.sort(z, axis=-1, descending=True)[..., k - 1 : k]
     greater = z > v_k
@@ -121,8 +123,9 @@ class TopkSoftmaxCrossEntropy(Function):
     Classes outside :math:`K` get **exactly** 0 (they are masked, not
     computed as a tiny number).  For a cotangent :math:`g` the
     vector-Jacobian product is :math:`g\,(p - e_t)`; ignored examples get 0.
-    Where the top-k set changes the loss is discontinuous, and the gradient
-    is that of the side the tie rule picks.
+    The loss jumps where the target enters or leaves the top k; where two
+    other classes swap places it is continuous and only the gradient jumps
+    (to the side the tie rule picks).
 
     References
     ----------

@@ -724,3 +724,37 @@ def test_cotangent_shape_is_checked(backend):
     _, res = SPARSEMAX.forward(z)
     with pytest.raises(ValueError, match=r"cotangent must have the value's shape \(2, 3\)"):
         SPARSEMAX.backward(res, backend.asarray(np.ones(3)))
+
+
+def test_am_softmax_extreme_norms_and_ignored_nan():
+    """Norms are computed with scaling: no overflow at 1e154, no false zero at 1e-170."""
+    from refsoftmax.am_softmax import am_softmax_loss
+
+    w = np.array([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
+    base = am_softmax_loss(np.array([[3.0, 4.0]]), w, np.array([0]), scale=2.0, margin=0.1)
+    for factor in (1e154, 1e-170, 1e300):
+        v = am_softmax_loss(np.array([[3.0, 4.0]]) * factor, w, np.array([0]), scale=2.0, margin=0.1)
+        np.testing.assert_allclose(v, base, rtol=1e-14)
+    f = np.array([[3.0, 4.0], [np.nan, np.inf]])
+    value, grads = am_softmax_loss.value_and_grad(f, w, np.array([1, -1]), ignore_index=-1)
+    assert value[1] == 0.0
+    assert np.isfinite(grads["features"]).all() and np.isfinite(grads["weights"]).all()
+    with pytest.raises(ValueError, match="nonzero feature dimension"):
+        am_softmax_loss(np.zeros((2, 0)), np.zeros((3, 0)), np.array([0, 1]))
+
+
+def test_sparsemax_backward_propagates_nan():
+    from refsoftmax.fenchel_young import sparsemax
+
+    _, grads = sparsemax.value_and_grad(np.array([[np.nan, 1.0, 0.0]]), cotangent=np.ones((1, 3)))
+    assert np.isnan(grads["x"]).all()
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered")
+def test_temperature_tiny_is_exact():
+    from refsoftmax.temperature_softmax import temperature_softmax_cross_entropy
+
+    v = temperature_softmax_cross_entropy(np.array([[2.0, 0.0]]), np.array([0]), temperature=1e-308)
+    assert v[0] == 0.0
+    v = temperature_softmax_cross_entropy(np.array([[2.0, 0.0]]), np.array([1]), temperature=1e-308)
+    assert v[0] == np.inf  # the true value 2e308 does not fit in float64
