@@ -25,9 +25,12 @@ import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from refsoftmax.conformance import sampled as _sampled  # noqa: F401  (registers the sampled specs)
+from refsoftmax.conformance import specs_fenchel_young as _specs_fenchel_young  # noqa: F401  (registers)
 from refsoftmax.conformance.cases import DTYPES, Case, generate
 from refsoftmax.conformance.engine import TOLERANCES, CaseResult, run_case
 from refsoftmax.conformance.frameworks import get_framework
+from refsoftmax.conformance.frameworks_extra import TinygradFramework as _drivers  # noqa: F401  (registers)
 from refsoftmax.conformance.report import Report
 from refsoftmax.conformance.targets import SPECS, Target, Unsupported
 

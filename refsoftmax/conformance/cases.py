@@ -64,8 +64,22 @@ class Case:
             out["class_weights"] = np.asarray(opts, np.float64)
         return out
 
+    def rounded_options(self) -> dict[str, Any]:
+        """The options as the candidate sees them: float arrays inside tuple-valued options
+        (e.g. ``sampled_values``) rounded to ``dtype``, like the inputs; others unchanged."""
+        return {k: _round_nested(v, self.dtype) if isinstance(v, tuple) else v
+                for k, v in self.options.items()}
+
     def with_dtype(self, dtype: str) -> Case:
         return Case(f"{self.name}[{dtype}]", self.loss, self.inputs, self.options, dtype, self.valid, self.tags)
+
+
+def _round_nested(v: Any, dtype: str) -> Any:
+    if isinstance(v, tuple):
+        return tuple(_round_nested(u, dtype) for u in v)
+    if isinstance(v, np.ndarray) and np.issubdtype(v.dtype, np.floating):
+        return round_to_dtype(v, dtype)
+    return v
 
 
 # ------------------------------------------------------------------ softmax cross-entropy
@@ -212,10 +226,20 @@ _GENERATORS: dict[str, tuple[Callable[[np.random.Generator], list[Case]], Callab
 }
 
 
+#: Losses whose cases come in fewer dtypes than asked for (e.g. integer-only inputs).
+_CASE_DTYPES: dict[str, tuple[str, ...]] = {}
+
+
 def register(loss: str, edge: Callable[[np.random.Generator], list[Case]],
-             random: Callable[[np.random.Generator, int], Case]) -> None:
-    """Add (or replace) the case generators of ``loss``."""
+             random: Callable[[np.random.Generator, int], Case], *,
+             dtypes: tuple[str, ...] | None = None) -> None:
+    """Add (or replace) the case generators of ``loss``; ``dtypes`` restricts the dtypes its
+    cases are generated in (default: every dtype ``generate`` is asked for)."""
     _GENERATORS[loss] = (edge, random)
+    if dtypes is None:
+        _CASE_DTYPES.pop(loss, None)
+    else:
+        _CASE_DTYPES[loss] = tuple(dtypes)
 
 
 def generate(loss: str, *, seed: int = 0, max_examples: int = 20,
@@ -225,11 +249,14 @@ def generate(loss: str, *, seed: int = 0, max_examples: int = 20,
         msg = f"no conformance cases for loss={loss!r}; known: {sorted(_GENERATORS)}"
         raise ValueError(msg)
     edge, random = _GENERATORS[loss]
+    if loss in _CASE_DTYPES:
+        dtypes = tuple(d for d in dtypes if d in _CASE_DTYPES[loss])
     rng = np.random.default_rng(seed)
     cases = []
+    invalid_dtype = "float64" if "float64" in dtypes or not dtypes else dtypes[0]
     for case in edge(rng):
         for dtype in dtypes:
-            if not case.valid and dtype != "float64":
+            if not case.valid and dtype != invalid_dtype:  # invalid cases: once
                 continue
             cases.append(case.with_dtype(dtype))
     for i in range(max_examples):

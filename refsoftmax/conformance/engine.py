@@ -33,7 +33,7 @@ import numpy as np
 
 from refsoftmax.conformance.cases import Case, round_to_dtype
 from refsoftmax.conformance.frameworks import Framework, get_framework
-from refsoftmax.conformance.targets import SPECS, LossSpec, Target, Unsupported
+from refsoftmax.conformance.targets import SPECS, Drawn, LossSpec, Target, Unsupported
 
 __all__ = ["TOLERANCES", "CaseResult", "run_case"]
 
@@ -168,13 +168,21 @@ def _reference(spec: LossSpec, inputs: dict[str, np.ndarray], options: dict[str,
 
 
 def _candidate(target: Target, fw: Framework, inputs: dict[str, np.ndarray], options: dict[str, Any],
-               dtype: str, cotangent: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+               dtype: str, cotangent: np.ndarray | None,
+               given: dict[str, Any] | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The candidate's value and gradients; what a randomised target's draw fixed goes to
+    ``given``."""
     arrays = {}
     for k, v in inputs.items():
         arrays[k] = fw.to_array(v, dtype if np.issubdtype(v.dtype, np.floating) else None)
 
     def fn(**kw: Any) -> Any:
-        return target.call(kw, options)
+        out = target.call(kw, options)
+        if isinstance(out, Drawn):
+            if given is not None:
+                given.update(out.given)
+            return out.value
+        return out
 
     if cotangent is None or not target.wrt:
         return fw.to_numpy(fn(**arrays)), {}
@@ -186,11 +194,18 @@ def _candidate(target: Target, fw: Framework, inputs: dict[str, np.ndarray], opt
 
 
 def _fd_check(f: Any, inputs: dict[str, np.ndarray], grads: dict[str, np.ndarray], wrt: tuple[str, ...],
-              cotangent: np.ndarray, rng: np.random.Generator) -> tuple[bool, float]:
-    """Central difference of ``f`` along a random direction against ``<grads, direction>``."""
+              cotangent: np.ndarray, rng: np.random.Generator,
+              positive: tuple[str, ...] = ()) -> tuple[bool, float]:
+    """Central difference of ``f`` along a random direction against ``<grads, direction>``.
+
+    Inputs named in ``positive`` are perturbed relatively: by ``1e-6 |x| d``.
+    """
     directions = {k: rng.standard_normal(inputs[k].shape) for k in wrt}
     scale = max(1.0, *(float(np.max(np.abs(inputs[k]), initial=0.0)) for k in wrt))
     h = 1e-6 * scale
+    for k in positive:
+        if k in directions:
+            directions[k] = directions[k] * np.abs(inputs[k]) / scale
     if "labels" in directions:  # soft labels must stay >= 0: leave entries near 0 alone
         directions["labels"] = directions["labels"] * (inputs["labels"] > 10 * h)
 
@@ -208,7 +223,10 @@ def _match(spec: LossSpec, target: Target, inputs: dict[str, np.ndarray], option
            dtype: str, cand_value: np.ndarray, cand_grads: dict[str, np.ndarray],
            cotangent: np.ndarray, backend: str) -> dict[str, Any]:
     """Compare value and gradients with the reference run with ``options``; raise on a mismatch."""
-    ref_value, ref_grads = _reference(spec, inputs, options, cotangent, backend)
+    ref_cotangent = cotangent if target.wrt else None  # value-only targets: no reference backward
+    ref_value, ref_grads = _reference(spec, inputs, options, ref_cotangent, backend)
+    if spec.canonical is not None:
+        cand_value = np.asarray(spec.canonical(cand_value, dtype), np.float64)
     try:
         abs_err, rel_err = compare_values(cand_value, ref_value, dtype, "value")
     except _Mismatch as miss:
@@ -241,7 +259,7 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         result.status, result.message = "skipped", f"{target.library} does not take {case.dtype} here"
         return result
     inputs = case.rounded()
-    options = {k: v for k, v in case.options.items() if k not in spec.array_options}
+    options = {k: v for k, v in case.rounded_options().items() if k not in spec.array_options}
     rng = np.random.default_rng(seed)
 
     if not case.valid:
@@ -264,8 +282,10 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         result.status, result.message = "error", f"reference failed: {exc!r}"
         return result
     cotangent = rng.standard_normal(ref_value.shape) if ref_value.shape else np.asarray(rng.standard_normal())
+    given: dict[str, Any] = {}  # reference options fixed by a randomised target's own draw
     try:
-        cand_value, cand_grads = _candidate(target, fw, inputs, options, case.dtype, cotangent)
+        cand_value, cand_grads = _candidate(target, fw, inputs, options, case.dtype, cotangent,
+                                            given)
     except Unsupported as exc:
         result.status, result.message = "skipped", str(exc)
         return result
@@ -277,9 +297,11 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         return result
 
     # 1.-2. value and gradient, against the default reference, else the declared conventions
+    if given:
+        options = {**options, **given}
     attempts = [("default", options)]
     conv = {**options, **target.conventions}
-    if target.conventions and conv != options:
+    if target.conventions and not _same(conv, options):
         attempts.append(("convention", conv))
     first_miss: tuple[str, _Mismatch] | None = None
     used_options: dict[str, Any] | None = None
@@ -312,7 +334,7 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         def cand_f(values: dict[str, np.ndarray]) -> np.ndarray:
             return _candidate(target, fw, values, options, "float64", None)[0]
 
-        ok, err = _fd_check(cand_f, inputs, cand_grads, wrt, cotangent, rng)
+        ok, err = _fd_check(cand_f, inputs, cand_grads, wrt, cotangent, rng, spec.positive)
         result.checks["self-consistency"] = "pass" if ok else f"FAIL ({err:.3g})"
         if not ok:
             inconsistent = _Mismatch(
@@ -322,7 +344,7 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         def ref_f(values: dict[str, np.ndarray]) -> np.ndarray:
             return _reference(spec, values, used_options, None, backend)[0]
 
-        ok, err = _fd_check(ref_f, inputs, ref_grads, wrt, cotangent, rng)
+        ok, err = _fd_check(ref_f, inputs, ref_grads, wrt, cotangent, rng, spec.positive)
         result.checks["reference-fd"] = "pass" if ok else f"FAIL ({err:.3g})"
     else:
         result.checks["self-consistency"] = "skipped (needs float64 and finite values)"
@@ -331,6 +353,17 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
 
 _DEFAULTS = {"label_smoothing_mode": "uniform", "class_weighting": "per_class",
              "mean_denominator": "weights", "empty_mean": "nan"}
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equality of option values that may hold NumPy arrays (inside tuples and dicts)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (tuple, list)) and isinstance(b, (tuple, list)):
+        return len(a) == len(b) and all(_same(u, v) for u, v in zip(a, b, strict=True))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return bool(np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True))
+    return bool(a == b)
 
 
 def _fail(result: CaseResult, target: Target, case: Case, inputs: dict[str, np.ndarray],
@@ -370,27 +403,50 @@ def _literal(x: np.ndarray) -> str:
     return f"np.array({fmt(x.tolist())}, dtype={kind})"
 
 
+def _option_literal(v: Any) -> str:
+    """``v`` as Python source: arrays as ``np.array(...)``, tuples and dicts recursively."""
+    if isinstance(v, np.ndarray):
+        return _literal(v)
+    if isinstance(v, tuple):
+        return "(" + "".join(f"{_option_literal(u)}, " for u in v).rstrip(" ") + ")"
+    if isinstance(v, list):
+        return "[" + ", ".join(_option_literal(u) for u in v) + "]"
+    if isinstance(v, dict):
+        return "{" + ", ".join(f"{k!r}: {_option_literal(u)}" for k, u in v.items()) + "}"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "np.nan" if math.isnan(v) else ("np.inf" if v > 0 else "-np.inf")
+    return repr(v)
+
+
 def reproducer(target: Target, case: Case, inputs: dict[str, np.ndarray], options: dict[str, Any]) -> str:
     """A self-contained snippet: the exact input, the library call, and the reference.
 
     ``options`` are the reference options the comparison used; the library
-    call gets the case's own options (``library_options``).
+    call gets the case's own options (``library_options``).  A spec with its
+    own ``reference`` is called through ``SPECS`` (registered by the adapter,
+    which ``target.imports`` should import).
     """
     spec = SPECS[target.loss]
-    library_options = {k: v for k, v in case.options.items() if k not in spec.array_options}
+    library_options = {k: v for k, v in case.rounded_options().items()
+                       if k not in spec.array_options}
     lines = ["import numpy as np", "import refsoftmax"]
     if target.imports:
         lines.append(target.imports)
+    if spec.reference is not None:
+        lines.append("from refsoftmax.conformance.targets import SPECS")
     lines.append(f"# case {case.name!r}; the library is fed {case.dtype}")
     for k, v in inputs.items():
         lines.append(f"{k} = {_literal(v)}")
-    lines.append(f"options = {library_options!r}")
+    lines.append(f"options = {_option_literal(library_options)}")
     if target.expression:
         w = "class_weights" if "class_weights" in inputs else "None"
         lines.append(f"value = {target.expression.format(dtype=case.dtype, w=w)}")
     extra = ", ".join(f"{n}={n}" for n in spec.array_options if n in inputs)
     args = ", ".join(spec.positional)
-    reference_options = "options" if options == library_options else repr(options)
-    lines.append(f"expected = refsoftmax.{spec.name}({args}, **{reference_options}{', ' + extra if extra else ''})")
+    reference_options = "options" if _same(options, library_options) else _option_literal(options)
+    function = (f"refsoftmax.{spec.name}" if spec.reference is None
+                else f"SPECS[{spec.name!r}].function")
+    extra = ", " + extra if extra else ""
+    lines.append(f"expected = {function}({args}, **{reference_options}{extra})")
     lines.append("print(value, expected)" if target.expression else "print(expected)")
     return "\n".join(lines)

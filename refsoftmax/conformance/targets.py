@@ -8,7 +8,7 @@ from typing import Any
 
 from refsoftmax.conformance.cases import DTYPES
 
-__all__ = ["SPECS", "LossSpec", "Target", "Unsupported", "register_spec"]
+__all__ = ["SPECS", "Drawn", "LossSpec", "Target", "Unsupported", "register_spec"]
 
 
 class Unsupported(Exception):
@@ -55,6 +55,13 @@ class LossSpec:
     #: the reference callable; default ``getattr(refsoftmax, name)``.  Anything with the
     #: refsoftmax protocol works (``__call__`` and ``value_and_grad``).
     reference: Any = None
+    #: inputs that must stay > 0 (e.g. probabilities): finite differences perturb them
+    #: relatively, ``x (1 + h d)``, instead of by ``h d``.
+    positive: tuple[str, ...] = ()
+    #: ``canonical(value, dtype)``, applied to the candidate's value before it is compared,
+    #: for values the spec defines only up to a representation (e.g. an excluded logit,
+    #: ``-inf`` in the reference, as a large negative number); ``None``: compared as returned.
+    canonical: Callable[[Any, str], Any] | None = None
 
     @property
     def function(self) -> Any:
@@ -63,6 +70,20 @@ class LossSpec:
         import refsoftmax
 
         return getattr(refsoftmax, self.name)
+
+
+@dataclass(frozen=True)
+class Drawn:
+    """What a randomised target's ``call`` may return: its value and what its draw fixed.
+
+    ``given`` holds reference options determined by the library's own random draw
+    (e.g. the candidates a sampler drew and its number of tries): the value is
+    compared with the reference evaluated *given* them.  ``value`` is the
+    framework array that is compared (and differentiated, if the target has ``wrt``).
+    """
+
+    value: Any
+    given: dict[str, Any] = field(default_factory=dict)
 
 
 SPECS: dict[str, LossSpec] = {
