@@ -180,3 +180,37 @@ def test_cli_exit_codes(tmp_path, capsys):
     assert code.returncode == (1 if fails else 0), code.stderr
     assert all(r["case"].startswith(("nan-logit", "large-spread", "large-logits")) or "float16" in r["case"]
                for r in fails), fails
+
+
+SAMPLED_OPTIONS = ("num_sampled", "num_classes", "num_true", "sampled_values", "remove_accidental_hits",
+                   "reduction")
+
+
+def _sampled_candidate(fault):
+    import refsoftmax as rs
+
+    def loss(weights, biases, labels, inputs, remove_accidental_hits=True, **kw):
+        if fault == "no-log-q":
+            kw["subtract_log_q"] = False
+        if fault == "hits-kept":
+            remove_accidental_hits = False
+        return rs.sampled_softmax_loss(weights, biases, labels, inputs,
+                                       remove_accidental_hits=remove_accidental_hits, **kw)
+
+    loss.__name__ = f"sampled_{fault or 'correct'}"
+    return loss
+
+
+@pytest.mark.parametrize("fault", [None, "no-log-q", "hits-kept"])
+def test_sampled_softmax_planted_faults(fault):
+    report = conformance.certify(_sampled_candidate(fault), loss="sampled_softmax_loss", framework="numpy",
+                                 options=SAMPLED_OPTIONS, dtypes=("float64",), max_examples=4)
+    failed = {r.case.split("[")[0] for r in report.results if r.status == "fail"}
+    ran = [r for r in report.results if r.status != "skipped"]
+    assert len(ran) > 10
+    if fault is None:
+        assert not failed, failed
+    elif fault == "no-log-q":
+        assert failed  # every case with expected counts != 1 disagrees
+    else:
+        assert any("hit" in name for name in failed), failed
