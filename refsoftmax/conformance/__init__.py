@@ -20,17 +20,22 @@ See ``refsoftmax certify --help`` for the command line and ``docs/conformance.md
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from refsoftmax.conformance import frameworks_extra as _frameworks_extra  # noqa: F401  (paddle, tinygrad drivers)
 from refsoftmax.conformance import sampled as _sampled  # noqa: F401  (registers the sampled specs)
 from refsoftmax.conformance import specs_fenchel_young as _specs_fenchel_young  # noqa: F401  (registers)
 from refsoftmax.conformance.cases import DTYPES, Case, generate
 from refsoftmax.conformance.engine import TOLERANCES, CaseResult, run_case
 from refsoftmax.conformance.frameworks import get_framework
-from refsoftmax.conformance.frameworks_extra import TinygradFramework as _drivers  # noqa: F401  (registers)
 from refsoftmax.conformance.report import Report
 from refsoftmax.conformance.targets import SPECS, Target, Unsupported
 
@@ -151,5 +156,41 @@ def certify_library(library: str, *, backend: str = "numpy", seed: int = 0, max_
         report.notes.append(f"{library} is not installed: skipped")
         report.results.append(CaseResult(library, "*", "*", "skipped", f"{library} is not installed"))
         return report
+    if getattr(module, "ISOLATE", False) and not os.environ.get(_ISOLATED):
+        return certify_in_subprocess(library, backend=backend, seed=seed, max_examples=max_examples)
+    if hasattr(module, "certify"):  # an adapter that runs its own processes (Keras: one per backend)
+        merged: Report = module.certify(backend=backend, seed=seed, max_examples=max_examples, progress=progress)
+        return merged
     return certify_targets(module.targets(), library=library, version=module.version(), backend=backend,
                            seed=seed, max_examples=max_examples, progress=progress)
+
+
+_ISOLATED = "REFSOFTMAX_CONFORMANCE_ISOLATED"
+
+
+def certify_in_subprocess(library: str, *, backend: str = "numpy", seed: int = 0,
+                          max_examples: int = 20, timeout: float = 900.0) -> Report:
+    """``certify_library`` in a fresh Python process, for libraries that cannot share one.
+
+    Paddle 3.3 crashes the interpreter (SIGSEGV) when imported after TensorFlow
+    2.21, so its adapter sets ``ISOLATE = True``.  A crash of the subprocess is
+    reported as one ``"error"`` row instead of taking the caller down.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        out = os.path.join(tmp, f"{library}.json")
+        cmd = [sys.executable, "-m", "refsoftmax", "certify", library, "--quiet", "--json", out,
+               "--seed", str(seed), "--max-examples", str(max_examples), "--backend", backend]
+        env = {**os.environ, _ISOLATED: "1"}
+        start = time.perf_counter()
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+        if os.path.exists(out):
+            with open(out) as fh:
+                report = Report.from_dict(json.load(fh))
+            report.seconds = time.perf_counter() - start
+            report.notes.append(f"certified in a separate process ({report.seconds:.1f} s)")
+            return report
+    report = Report(library, "", backend, seed=seed, max_examples=max_examples)
+    tail = (proc.stderr or proc.stdout or "").strip()[-500:]
+    report.results.append(CaseResult(library, "*", "*", "error",
+                                     f"the certification process exited with {proc.returncode}: {tail}"))
+    return report

@@ -49,6 +49,9 @@ from refsoftmax.conformance.frameworks_extra import PaddleFramework  # noqa: F40
 from refsoftmax.conformance.targets import Target, Unsupported
 
 LIBRARY = "paddle"
+#: Paddle 3.3.1 crashes the interpreter (SIGSEGV) when imported after TensorFlow 2.21 (the other
+#: order works), so ``refsoftmax certify paddle`` runs in a process of its own.
+ISOLATE = True
 
 _DOC = "docs/conventions.md, Paddle rows"
 _IMPORTS = "import paddle, paddle.nn.functional as F"
