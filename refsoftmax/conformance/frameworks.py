@@ -129,10 +129,12 @@ class JaxFramework(Framework):
         return jax
 
     def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
-        jnp = self._jax().numpy
+        # Cast on the host (bfloat16 via ml_dtypes, which JAX ships) and device_put: a cast
+        # on the device, or jnp.asarray, compiles one XLA program per shape and dtype.
+        jax = self._jax()
         if dtype is None:
-            return jnp.asarray(np.asarray(x))
-        return jnp.asarray(np.asarray(x, np.float64)).astype(getattr(jnp, dtype))
+            return jax.device_put(np.asarray(x))
+        return jax.device_put(np.asarray(x, np.float64).astype(jax.numpy.dtype(dtype)))
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(np.asarray(x, dtype=np.float32 if "bfloat16" in str(x.dtype) else None), dtype=np.float64)
@@ -145,7 +147,7 @@ class JaxFramework(Framework):
             return fn(**fixed, **dict(zip(wrt, diff, strict=True)))
 
         value, pullback = jax.vjp(f, *[args[k] for k in wrt])
-        grads = pullback(jax.numpy.asarray(np.asarray(cotangent)).astype(value.dtype))
+        grads = pullback(jax.device_put(np.asarray(cotangent).astype(value.dtype)))
         return self.to_numpy(value), {k: self.to_numpy(g) for k, g in zip(wrt, grads, strict=True)}
 
 

@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from refsoftmax.conformance.engine import FD_TOLERANCE, TOLERANCES, CaseResult
@@ -50,6 +51,25 @@ class Report:
             "notes": self.notes,
             "results": [r.as_dict() for r in self.results],
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Report:
+        """The report :meth:`as_dict` (or :meth:`to_json`) wrote, e.g. in a subprocess.
+
+        Errors written as ``null`` (not finite) come back as ``inf``; case tags and
+        ``seconds``, which are not written, come back empty.
+        """
+        names = {f.name for f in fields(CaseResult)}
+        results = []
+        for entry in data.get("results", []):
+            kw = {k: v for k, v in entry.items() if k in names}
+            for k in ("max_abs_error", "max_rel_error"):
+                kw[k] = math.inf if kw.get(k) is None else float(kw[k])
+            kw["tags"] = tuple(kw.get("tags", ()))
+            results.append(CaseResult(**kw))
+        return cls(data["library"], data.get("version", ""), data.get("backend", "numpy"), results=results,
+                   seed=data.get("seed", 0), max_examples=data.get("max_examples", 0),
+                   notes=list(data.get("notes", [])))
 
     def to_json(self) -> str:
         return json.dumps(self.as_dict(), indent=1, allow_nan=False)
