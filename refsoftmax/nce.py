@@ -29,9 +29,22 @@ class SigmoidResiduals(Residuals):
     losses: Any
 
 
-def sigmoid_forward(call: SampledCall, o: Any, labels: Any, kept: Any, reduction: str) -> tuple[Any, SigmoidResiduals]:
-    """Σ over kept columns of the sigmoid cross-entropy, per example, then reduced."""
+def sigmoid_forward(call: SampledCall, o: Any, true_label: float, remove_accidental_hits: bool,
+                    reduction: str) -> tuple[Any, SigmoidResiduals]:
+    """Σ over the kept columns of the sigmoid cross-entropy, per example, then reduced.
+
+    The true columns get label ``true_label`` (NCE: 1/T, negative sampling: 1), the
+    sampled ones 0; with ``remove_accidental_hits`` the sampled columns equal to one of
+    the row's labels are left out.
+    """
     xp = call.xp
+    batch, t = o.shape[0], call.num_true
+    labels = xp.concat(
+        [xp.full((batch, t), true_label, dtype=call.dtype, device=o.device),
+         xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=o.device)], axis=1,
+    )
+    kept_sampled = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
+    kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=o.device), kept_sampled], axis=1)
     terms = sigmoid_cross_entropy(o, labels, xp=xp)
     losses = xp.sum(xp.where(kept, terms, xp.zeros_like(terms)), axis=1)
     denominator = xp.asarray(float(o.shape[0]), dtype=call.dtype, device=o.device)
@@ -122,16 +135,8 @@ class NCELoss(Function):
         call = prepare_sampled_call(
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
-        xp = call.xp
-        batch, t = call.inputs.shape[0], call.num_true
         o = call.logits - log_expected_counts(call)
-        labels_ = xp.concat(
-            [xp.full((batch, t), 1.0 / t, dtype=call.dtype, device=o.device),
-             xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=o.device)], axis=1,
-        )
-        kept_sampled = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
-        kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=o.device), kept_sampled], axis=1)
-        return sigmoid_forward(call, o, labels_, kept, reduction)
+        return sigmoid_forward(call, o, 1.0 / call.num_true, remove_accidental_hits, reduction)
 
     def backward(self, residuals: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
         return sigmoid_backward(residuals, cotangent)

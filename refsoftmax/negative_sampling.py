@@ -109,16 +109,7 @@ class NegativeSamplingLoss(Function):
         call = prepare_sampled_call(
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
-        xp = call.xp
-        batch, t = call.inputs.shape[0], call.num_true
-        o = call.logits
-        labels_ = xp.concat(
-            [xp.ones((batch, t), dtype=call.dtype, device=o.device),
-             xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=o.device)], axis=1,
-        )
-        kept_sampled = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
-        kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=o.device), kept_sampled], axis=1)
-        return sigmoid_forward(call, o, labels_, kept, reduction)
+        return sigmoid_forward(call, call.logits, 1.0, remove_accidental_hits, reduction)
 
     def backward(self, residuals: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
         return sigmoid_backward(residuals, cotangent)
