@@ -115,6 +115,11 @@ class AccumulationSchedule:
         self.lam = _check_positive("lam", self.lam)
         self.max_steps = int(_check_positive("max_steps", self.max_steps))
 
+    @property
+    def pending(self) -> int:
+        """Micro-batches accumulated since the last optimizer step."""
+        return self._in_cycle
+
     def observe(self, num_examples: int, num_zero_loss: int) -> bool:
         """Record one micro-batch; True when the optimizer should step now."""
         if self._in_cycle == 0:
