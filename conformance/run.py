@@ -4,8 +4,10 @@
     python conformance/run.py torch optax     # just these
 
 Writes ``conformance/reports/<library>.json`` and ``.md`` and rebuilds
-``conformance/README.md`` (the matrix library x function x outcome, and every
-real disagreement found) from all the reports present.  The versions certified
+``conformance/README.md`` from all the reports present: the matrix library x
+function x outcome, the hand-written description of every real disagreement
+(``conformance/findings.md``, to be reviewed when outcomes change), and the
+list of every failing case.  The versions certified
 are pinned in ``conformance/requirements.txt``; ``tests/test_conformance_reports.py``
 re-runs the certification in CI and fails when an outcome changes.
 """
@@ -80,7 +82,10 @@ def build_readme() -> str:
         for function, c in counts.items():
             lines.append(f"| {rep['library']} | {rep['version']} | `{function}` | "
                          + " | ".join(str(c[s]) for s in statuses) + " |")
-    lines += ["", "## Disagreements found", ""]
+    findings_text = (HERE / "findings.md").read_text() if (HERE / "findings.md").exists() else ""
+    if findings_text:
+        lines += ["", findings_text.rstrip()]
+    lines += ["", "## Every failing case, by library, function and case", ""]
     if not findings:
         lines.append("None.")
     for (library, function, case), results in sorted(findings.items()):
