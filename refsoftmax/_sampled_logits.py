@@ -179,20 +179,29 @@ def prepare_sampled_call(
     )
 
 
-def log_expected_counts(call: SampledCall) -> Any:
-    """``log`` of the expected counts as a ``[B, T + S]`` correction; ``ValueError`` if any is ≤ 0."""
+def log_expected_counts(call: SampledCall) -> tuple[Any, Any]:
+    """``log`` of the true and the sampled expected counts; ``ValueError`` if any is ≤ 0.
+
+    Returned separately (``[B, T]`` and ``[S]`` or ``[B, S]``) so that subtracting them
+    broadcasts instead of building a ``[B, T + S]`` matrix.
+    """
     xp = call.xp
-    batch = call.inputs.shape[0]
-    sampled = xp.broadcast_to(call.sampled_expected_count, (batch, call.candidates.shape[-1]))
-    counts = xp.concat([call.true_expected_count, sampled], axis=1)
-    bad = ~(counts > 0) & ~xp.isnan(counts)
-    if bool(xp.any(bad)):
-        msg = (
-            "expected counts must be > 0 to subtract their log (a class the sampler can never "
-            f"draw cannot be corrected for), got {first_offender(xp, counts, bad)}"
-        )
-        raise ValueError(msg)
-    return xp.log(counts)
+    for counts in (call.true_expected_count, call.sampled_expected_count):
+        bad = ~(counts > 0) & ~xp.isnan(counts)
+        if bool(xp.any(bad)):
+            msg = (
+                "expected counts must be > 0 to subtract their log (a class the sampler can never "
+                f"draw cannot be corrected for), got {first_offender(xp, counts, bad)}"
+            )
+            raise ValueError(msg)
+    return xp.log(call.true_expected_count), xp.log(call.sampled_expected_count)
+
+
+def corrected_logits(call: SampledCall, true_correction: Any, sampled_correction: Any) -> Any:
+    """The ``[B, T + S]`` columns minus a correction given for the true and the sampled columns."""
+    xp = call.xp
+    t = call.num_true
+    return xp.concat([call.logits[:, :t] - true_correction, call.logits[:, t:] - sampled_correction], axis=1)
 
 
 def logits_backward(call: SampledCall, grad_logits: Any) -> dict[str, Any]:

@@ -9,6 +9,7 @@ from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
     SampledCall,
+    corrected_logits,
     log_expected_counts,
     logits_backward,
     prepare_sampled_call,
@@ -135,7 +136,7 @@ class NCELoss(Function):
         call = prepare_sampled_call(
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
-        o = call.logits - log_expected_counts(call)
+        o = corrected_logits(call, *log_expected_counts(call))
         return sigmoid_forward(call, o, 1.0 / call.num_true, remove_accidental_hits, reduction)
 
     def backward(self, residuals: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:

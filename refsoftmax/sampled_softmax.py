@@ -10,6 +10,7 @@ from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
     SampledCall,
+    corrected_logits,
     log_expected_counts,
     logits_backward,
     prepare_sampled_call,
@@ -182,7 +183,7 @@ class SampledSoftmaxLoss(Function):
         allowed = xp.concat([true_cols, kept], axis=1)
         o = call.logits
         if subtract_log_q and estimator == "logq":
-            o = o - log_expected_counts(call)
+            o = corrected_logits(call, *log_expected_counts(call))
         elif subtract_log_q:
             o = o - _target_excluded_correction(call, sampler, kept)
         q = xp.concat(
@@ -191,7 +192,9 @@ class SampledSoftmaxLoss(Function):
             axis=1,
         )
         _, zhat, e, s = shifted_exp(o, allowed, xp=xp)
-        losses = xp.sum(safe_mul(q, neg_log_probs(zhat, s, xp=xp), xp=xp), axis=-1)
+        # the label is 0 on every sampled column: only the T true columns enter the loss
+        neg_log_p_true = neg_log_probs(zhat[:, :t], s, xp=xp)
+        losses = xp.sum(safe_mul(q[:, :t], neg_log_p_true, xp=xp), axis=-1)
         denominator = xp.asarray(float(batch), dtype=dtype, device=o.device)
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
@@ -218,7 +221,7 @@ def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> A
         q_sampled = xp.astype(sampler.probability(call.candidates), call.dtype)
         q_true = xp.astype(sampler.probability(call.labels), call.dtype)
     else:
-        log_expected_counts(call)  # validates: every expected count must be > 0
+        log_expected_counts(call)  # only to validate: every expected count must be > 0
         q_sampled = call.sampled_expected_count / num_sampled
         q_true = call.true_expected_count / num_sampled
     k_eff = xp.sum(xp.astype(kept, call.dtype), axis=1, keepdims=True)
