@@ -16,7 +16,7 @@ from refsoftmax._validation import check_choice, first_offender
 
 __all__ = ["LinearSoftmaxCrossEntropy", "linear_softmax_cross_entropy"]
 
-_CHUNK_BYTES = 1 << 25  # default chunk: about 32 MiB of logits at a time
+_CHUNK_BYTES = 1 << 24  # default chunk: 16 MiB of logits (under glibc's 32 MiB mmap threshold)
 
 
 @dataclass
@@ -60,7 +60,7 @@ class LinearSoftmaxCrossEntropy(Function):
     labels : ``[B]`` int array, in ``[0, C)`` or ``ignore_index``
     inputs : ``[B, D]`` float array
     chunk_size : int, optional
-        Classes per block; default: about 32 MiB of logits per block.
+        Classes per block; default: 16 MiB of logits per block.
     ignore_index : int, optional
     reduction : {"none", "sum", "mean"}
         ``"mean"`` divides by the number of non-ignored examples.
