@@ -227,3 +227,20 @@ def test_delta_schedule():
     assert rs.delta_schedule(5, 1000, delta_min=0.2, warmup_fraction=0.0) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="delta_min must be in"):
         rs.delta_schedule(0, 10, delta_min=1.5)
+
+
+@given(hnp.arrays(np.float64, (4, 5), elements=st.floats(-8, 8)),
+       hnp.arrays(np.int64, (4, 5), elements=st.integers(0, 1)), st.floats(0, 1.2))
+def test_multilabel_as_properties(backend, z, y, delta):
+    value, grads = MLAS.value_and_grad(backend.asarray(z), backend.asarray(y), delta=delta)
+    _, res = MLAS.forward(backend.asarray(z), backend.asarray(y), delta=delta)
+    v = backend.to_numpy(value)
+    g = backend.to_numpy(grads["logits"])
+    kept = backend.to_numpy(res.kept_neg) | backend.to_numpy(res.kept_pos)
+    assert (v >= 0).all()
+    np.testing.assert_array_equal(g[~kept], 0.0)  # excluded terms: exactly 0
+    zero = v == 0
+    np.testing.assert_array_equal(g[zero], 0.0)
+    assert res.stats.num_zero_loss == int(zero.sum())
+    full = backend.to_numpy(ML(backend.asarray(z), backend.asarray(y)))
+    assert (v <= full + 1e-12).all()  # dropping terms never increases the loss
