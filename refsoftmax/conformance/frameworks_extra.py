@@ -49,7 +49,8 @@ class PaddleFramework(Framework):
 
         if dtype is None:
             return paddle.to_tensor(np.array(x, copy=True))
-        return paddle.to_tensor(np.asarray(x, np.float64)).astype(dtype)
+        tensor: Any = paddle.to_tensor(np.asarray(x, np.float64))
+        return tensor.astype(dtype)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x.astype("float64").numpy(), dtype=np.float64)
