@@ -65,9 +65,10 @@ def available() -> bool:
 
 
 def version() -> str:
-    import paddle
+    """From the package metadata: importing paddle here could crash a process holding TensorFlow."""
+    import importlib.metadata
 
-    return str(paddle.__version__)
+    return importlib.metadata.version("paddlepaddle")
 
 
 def _check(options: dict[str, Any], allowed: set[str]) -> None:
