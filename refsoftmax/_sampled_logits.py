@@ -179,12 +179,8 @@ def prepare_sampled_call(
     )
 
 
-def log_expected_counts(call: SampledCall) -> tuple[Any, Any]:
-    """``log`` of the true and the sampled expected counts; ``ValueError`` if any is ≤ 0.
-
-    Returned separately (``[B, T]`` and ``[S]`` or ``[B, S]``) so that subtracting them
-    broadcasts instead of building a ``[B, T + S]`` matrix.
-    """
+def check_expected_counts(call: SampledCall) -> None:
+    """``ValueError`` unless every expected count is > 0 (NaN passes and propagates)."""
     xp = call.xp
     for counts in (call.true_expected_count, call.sampled_expected_count):
         bad = ~(counts > 0) & ~xp.isnan(counts)
@@ -194,6 +190,16 @@ def log_expected_counts(call: SampledCall) -> tuple[Any, Any]:
                 f"draw cannot be corrected for), got {first_offender(xp, counts, bad)}"
             )
             raise ValueError(msg)
+
+
+def log_expected_counts(call: SampledCall) -> tuple[Any, Any]:
+    """``log`` of the true and the sampled expected counts; ``ValueError`` if any is ≤ 0.
+
+    Returned separately (``[B, T]`` and ``[S]`` or ``[B, S]``) so that subtracting them
+    broadcasts instead of building a ``[B, T + S]`` matrix.
+    """
+    check_expected_counts(call)
+    xp = call.xp
     return xp.log(call.true_expected_count), xp.log(call.sampled_expected_count)
 
 

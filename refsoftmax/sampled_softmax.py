@@ -10,6 +10,7 @@ from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
     SampledCall,
+    check_expected_counts,
     corrected_logits,
     log_expected_counts,
     logits_backward,
@@ -221,7 +222,7 @@ def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> A
         q_sampled = xp.astype(sampler.probability(call.candidates), call.dtype)
         q_true = xp.astype(sampler.probability(call.labels), call.dtype)
     else:
-        log_expected_counts(call)  # only to validate: every expected count must be > 0
+        check_expected_counts(call)
         q_sampled = call.sampled_expected_count / num_sampled
         q_true = call.true_expected_count / num_sampled
     k_eff = xp.sum(xp.astype(kept, call.dtype), axis=1, keepdims=True)
