@@ -85,4 +85,4 @@ def prepare_cotangent(residuals: Residuals, cotangent: Any, reference: Any) -> A
     if not xp.isdtype(ct.dtype, ("real floating", "integral")) and "bfloat16" not in str(ct.dtype):
         msg = f"cotangent must be real-valued, got dtype {ct.dtype}"
         raise TypeError(msg)
-    return xp.astype(ct, residuals.compute_dtype)
+    return xp.astype(ct, residuals.compute_dtype, copy=False)

@@ -22,7 +22,7 @@ def reduce(losses: Any, denominator: Any, reduction: str, empty_mean: str, *, xp
     """Reduce per-example ``losses`` ("none" returns them unchanged)."""
     if reduction == "none":
         return losses
-    total = xp.sum(losses)
+    total = xp.asarray(xp.sum(losses))  # a 0-d array, not a NumPy scalar
     if reduction == "sum":
         return total
     empty = denominator == 0

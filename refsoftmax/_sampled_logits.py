@@ -42,7 +42,7 @@ from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._validation import first_offender
 from refsoftmax.row_sparse import RowSparse
 
-__all__ = ["SampledCall", "logits_backward", "prepare_sampled_call"]
+__all__ = ["SampledCall", "logits_backward", "prepare_sampled_call", "sampled_logits"]
 
 
 @dataclass
@@ -60,11 +60,18 @@ class SampledCall:
     candidates: Any  # [S] or [B, S] int64
     true_w: Any  # [B, T, D]
     sampled_w: Any  # [S, D] or [B, S, D]
-    logits: Any  # [B, T + S], before the correction
+    true_logits: Any  # [B, T]: <x_i, W_y> + b_y, before the correction
+    sampled_dot: Any  # [B, S]: <x_i, W_s> (no bias: see sampled_logits)
+    sampled_bias: Any  # [S] or [B, S]: b_s (None without biases)
     hits: Any  # [B, S] bool: candidate equals one of the row's labels
     has_biases: bool
     true_expected_count: Any  # [B, T]
     sampled_expected_count: Any  # [S] or [B, S]
+
+    @property
+    def logits(self) -> Any:
+        """``[B, T + S]``: the true and the sampled columns side by side, before the correction."""
+        return corrected_logits(self, None, None)
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -167,15 +174,15 @@ def prepare_sampled_call(
         hits = xp.any(
             xp.reshape(cand, (1, num_sampled, 1)) == xp.expand_dims(y, axis=1), axis=2
         )
+    sampled_b = None
     if b is not None:
         b = xp.astype(b, dtype, copy=False)
         true_logits = true_logits + xp.reshape(xp.take(b, xp.reshape(y, (-1,))), (batch, num_true))
-        sampled_b = xp.take(b, xp.reshape(cand, (-1,)))
-        sampled_logits = sampled_logits + xp.reshape(sampled_b, tuple(cand.shape))
-    logits = xp.concat([true_logits, xp.broadcast_to(sampled_logits, (batch, num_sampled))], axis=1)
+        sampled_b = xp.reshape(xp.take(b, xp.reshape(cand, (-1,))), tuple(cand.shape))
     return SampledCall(
         xp, dtype, out_dtypes, num_classes, num_true, per_example, x, y, cand, true_w, sampled_w,
-        logits, hits, b is not None, xp.astype(true_ec, dtype), xp.astype(sampled_ec, dtype),
+        true_logits, sampled_logits, sampled_b, hits, b is not None,
+        xp.astype(true_ec, dtype), xp.astype(sampled_ec, dtype),
     )
 
 
@@ -203,19 +210,39 @@ def log_expected_counts(call: SampledCall) -> tuple[Any, Any]:
     return xp.log(call.true_expected_count), xp.log(call.sampled_expected_count)
 
 
+def sampled_logits(call: SampledCall, correction: Any = None) -> Any:
+    r"""``[B, S]``: :math:`\langle x_i, W_{s_k}\rangle + b_{s_k} - \gamma_{ik}`.
+
+    ``correction`` (:math:`\gamma`, ``None`` for none) is ``[S]``, ``[B, S]``
+    or broadcastable to it.  With shared candidates the bias and the
+    correction are combined on the ``[S]`` vector first, so the ``[B, S]``
+    block is touched once.  The result is always a new array, which the
+    caller may update in place.
+    """
+    offset = call.sampled_bias
+    if correction is not None:
+        offset = -correction if offset is None else offset - correction
+    if offset is None:
+        return call.xp.asarray(call.sampled_dot, copy=True)
+    return call.sampled_dot + offset
+
+
 def corrected_logits(call: SampledCall, true_correction: Any, sampled_correction: Any) -> Any:
-    """The ``[B, T + S]`` columns minus a correction given for the true and the sampled columns."""
+    """The ``[B, T + S]`` columns minus a correction given for the true and the sampled columns.
+
+    ``None`` for a correction means none.
+    """
     xp = call.xp
-    t = call.num_true
-    return xp.concat([call.logits[:, :t] - true_correction, call.logits[:, t:] - sampled_correction], axis=1)
+    true = call.true_logits if true_correction is None else call.true_logits - true_correction
+    sampled = xp.broadcast_to(sampled_logits(call, sampled_correction), tuple(call.hits.shape))
+    return xp.concat([true, sampled], axis=1)
 
 
-def logits_backward(call: SampledCall, grad_logits: Any) -> dict[str, Any]:
-    """Chain ``∂L/∂logits`` (``[B, T + S]``) to the inputs, weights and biases."""
-    xp, t = call.xp, call.num_true
+def logits_backward(call: SampledCall, g_true: Any, g_sampled: Any) -> dict[str, Any]:
+    """Chain ``∂L/∂o`` for the true (``[B, T]``) and the sampled (``[B, S]``) columns
+    to the inputs, weights and biases."""
+    xp = call.xp
     _batch, dim = call.inputs.shape
-    g_true = grad_logits[:, :t]
-    g_sampled = grad_logits[:, t:]
     d_inputs = xp.sum(xp.expand_dims(g_true, axis=-1) * call.true_w, axis=1)
     if call.per_example:
         d_inputs = d_inputs + xp.sum(xp.expand_dims(g_sampled, axis=-1) * call.sampled_w, axis=1)
@@ -232,15 +259,17 @@ def logits_backward(call: SampledCall, grad_logits: Any) -> dict[str, Any]:
     out: dict[str, Any] = {
         "weights": RowSparse(
             indices,
-            xp.astype(xp.concat([true_rows, sampled_rows], axis=0), call.out_dtypes["weights"]),
+            xp.astype(xp.concat([true_rows, sampled_rows], axis=0), call.out_dtypes["weights"], copy=False),
             call.num_classes,
         ),
-        "inputs": xp.astype(d_inputs, call.out_dtypes["inputs"]),
+        "inputs": xp.astype(d_inputs, call.out_dtypes["inputs"], copy=False),
     }
     if call.has_biases:
         out["biases"] = RowSparse(
             indices,
-            xp.astype(xp.concat([xp.reshape(g_true, (-1,)), sampled_bias]), call.out_dtypes["biases"]),
+            xp.astype(
+                xp.concat([xp.reshape(g_true, (-1,)), sampled_bias]), call.out_dtypes["biases"], copy=False
+            ),
             call.num_classes,
         )
     return out

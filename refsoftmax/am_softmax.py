@@ -257,8 +257,8 @@ class AMSoftmaxLoss(Function):
         b = xp.matmul(xp.matrix_transpose(big_g), r.f_hat)  # dL/dw_hat [C, D]
         d_w = (b - xp.expand_dims(xp.sum(big_g * r.cos, axis=0), axis=-1) * r.w_hat) / r.w_norm
         return {
-            "features": xp.astype(xp.reshape(d_f, r.features_shape), r.out_dtypes["features"]),
-            "weights": xp.astype(d_w, r.out_dtypes["weights"]),
+            "features": xp.astype(xp.reshape(d_f, r.features_shape), r.out_dtypes["features"], copy=False),
+            "weights": xp.astype(d_w, r.out_dtypes["weights"], copy=False),
         }
 
 

@@ -92,7 +92,7 @@ def _at_support_size(values: Any, support: Any, *, xp: Any) -> tuple[Any, Any]:
     """``(values[k - 1], k)`` per row, ``k`` = number of True in ``support`` (at least 1)."""
     k = xp.sum(xp.astype(support, xp.int64), axis=-1, keepdims=True)
     k = xp.where(k < 1, xp.ones_like(k), k)
-    return xp.take_along_axis(values, k - 1, axis=-1), xp.astype(k, values.dtype)
+    return xp.take_along_axis(values, k - 1, axis=-1), xp.astype(k, values.dtype, copy=False)
 
 
 class TsallisSparsemax(Regulariser):
@@ -264,7 +264,7 @@ class FenchelYoungLoss(Function):
         coef = xp.expand_dims(g_loss * r.weight, axis=-1)
         d_logits = safe_mul(coef, r.p - r.y, xp=xp)
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)}
+        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)}
 
 
 # ---------------------------------------------------------------- the map template
@@ -319,7 +319,7 @@ class FenchelYoungProjection(Function):
         total = xp.sum(r.s, axis=-1, keepdims=True)
         safe_total = xp.where(total == 0, xp.ones_like(total), total)
         grad = r.s * g - r.s * (xp.sum(r.s * g, axis=-1, keepdims=True) / safe_total)
-        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 
 
 # ---------------------------------------------------------------- the variants

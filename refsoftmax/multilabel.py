@@ -93,7 +93,7 @@ def _backward(r: _Residuals, cotangent: Any) -> dict[str, Any]:
     g = prepare_cotangent(r, cotangent, r.grad)
     g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
     d = xp.expand_dims(g_loss, axis=-1) * r.grad
-    return {"logits": xp.astype(xp.moveaxis(d, -1, r.axis), r.logits_dtype)}
+    return {"logits": xp.astype(xp.moveaxis(d, -1, r.axis), r.logits_dtype, copy=False)}
 
 
 class MultilabelCategoricalCrossEntropy(Function):

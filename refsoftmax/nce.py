@@ -62,7 +62,8 @@ def sigmoid_backward(r: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
     g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
     grad = xp.expand_dims(g_loss, axis=-1) * (sigmoid(r.logits, xp=xp) - r.labels)
     grad = xp.where(r.kept, grad, xp.zeros_like(grad))
-    return logits_backward(r.call, grad)
+    t = r.call.num_true
+    return logits_backward(r.call, grad[:, :t], grad[:, t:])
 
 
 class NCELoss(Function):

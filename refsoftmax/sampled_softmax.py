@@ -2,22 +2,23 @@ r"""Sampled softmax: TensorFlow's log-Q estimator and the target-excluded estima
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._cross_entropy import neg_log_probs, probabilities, safe_mul
+from refsoftmax._cross_entropy import neg_log_probs
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
     SampledCall,
     check_expected_counts,
-    corrected_logits,
     log_expected_counts,
     logits_backward,
     prepare_sampled_call,
+    sampled_logits,
 )
 from refsoftmax._validation import check_choice
-from refsoftmax.softmax import shifted_exp
+from refsoftmax.backends import inplace
 
 __all__ = ["ESTIMATORS", "SampledSoftmaxLoss", "sampled_softmax_loss"]
 
@@ -28,9 +29,9 @@ ESTIMATORS = ("logq", "target_excluded")
 class _Residuals(Residuals):
     call: SampledCall
     reduction: str
-    p: Any  # softmax over the row's columns        [B, T + S]
-    q: Any  # label distribution over the columns    [B, T + S]
-    allowed: Any  # columns in the normaliser        [B, T + S]
+    e_true: Any  # exp of the max-shifted true columns         [B, T]
+    e_sampled: Any  # ... of the sampled columns, 0 where removed [B, S]
+    s: Any  # row normaliser: sum of both                       [B, 1]
     losses: Any
 
 
@@ -178,44 +179,58 @@ class SampledSoftmaxLoss(Function):
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
         xp, dtype = call.xp, call.dtype
-        batch, t = call.inputs.shape[0], call.num_true
-        true_cols = xp.ones((batch, t), dtype=xp.bool, device=call.logits.device)
-        kept = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
-        allowed = xp.concat([true_cols, kept], axis=1)
-        o = call.logits
+        # The columns o, as a true block [B, T] and a sampled block [B, S].  The sampled
+        # block is a new array owned here: the steps below update it in place where the
+        # backend allows (refsoftmax.backends.inplace), the same numbers either way.
+        o_true, correction = call.true_logits, None
         if subtract_log_q and estimator == "logq":
-            o = corrected_logits(call, *log_expected_counts(call))
+            log_true, correction = log_expected_counts(call)
+            o_true = o_true - log_true
         elif subtract_log_q:
-            o = o - _target_excluded_correction(call, sampler, kept)
-        q = xp.concat(
-            [xp.full((batch, t), 1.0 / t, dtype=dtype, device=o.device),
-             xp.zeros((batch, o.shape[1] - t), dtype=dtype, device=o.device)],
-            axis=1,
-        )
-        _, zhat, e, s = shifted_exp(o, allowed, xp=xp)
-        # the label is 0 on every sampled column: only the T true columns enter the loss
-        neg_log_p_true = neg_log_probs(zhat[:, :t], s, xp=xp)
-        losses = xp.sum(safe_mul(q[:, :t], neg_log_p_true, xp=xp), axis=-1)
-        denominator = xp.asarray(float(batch), dtype=dtype, device=o.device)
+            correction = _target_excluded_correction(call, sampler)
+        o_sampled = sampled_logits(call, correction)
+        if remove_accidental_hits:  # a removed column is a -inf logit: exp gives exactly 0
+            o_sampled = inplace.fill_where_(o_sampled, call.hits, -math.inf)
+        # max-shift over both blocks; a row with no finite column is shifted by 0 (s = 0)
+        m = xp.maximum(xp.max(o_true, axis=1, keepdims=True), xp.max(o_sampled, axis=1, keepdims=True))
+        m = xp.where(m == -xp.inf, xp.zeros_like(m), m)
+        zhat_true = o_true - m
+        e_true = xp.exp(zhat_true)
+        o_sampled -= m
+        e_sampled = inplace.exp_(o_sampled)
+        s = xp.sum(e_true, axis=1, keepdims=True) + xp.sum(e_sampled, axis=1, keepdims=True)
+        # the label puts 1/T on each true column and 0 on every sampled one
+        losses = xp.sum(neg_log_probs(zhat_true, s, xp=xp), axis=1) / call.num_true
+        denominator = xp.asarray(float(call.inputs.shape[0]), dtype=dtype, device=s.device)
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
-        res = _Residuals(
-            xp, tuple(value.shape), dtype, call, reduction, probabilities(e, s, xp=xp), q,
-            allowed & (s != 0), losses,
-        )
+        res = _Residuals(xp, tuple(value.shape), dtype, call, reduction, e_true, e_sampled, s, losses)
         return xp.astype(value, call.out_dtypes["weights"]), res
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
-        g = prepare_cotangent(r, cotangent, r.p)
-        denominator = xp.asarray(float(r.p.shape[0]), dtype=r.compute_dtype, device=r.p.device)
+        g = prepare_cotangent(r, cotangent, r.s)
+        denominator = xp.asarray(float(r.s.shape[0]), dtype=r.compute_dtype, device=r.s.device)
         g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
-        grad = safe_mul(xp.expand_dims(g_loss, axis=-1), r.p - r.q, xp=xp)
-        grad = xp.where(r.allowed, grad, xp.zeros_like(grad))
-        return logits_backward(r.call, grad)
+        # ∂ℓ/∂o = g (p − q) with p = e / s: g/s scales e, and −g/T lands on the true columns.
+        # A row with s = 0 (no finite column; its loss is +inf) gets gradient 0.
+        live = r.s != 0
+        g_row = xp.where(live, xp.expand_dims(g_loss, axis=1), xp.zeros_like(r.s))
+        coef = g_row / xp.where(live, r.s, xp.ones_like(r.s))
+        g_true = r.e_true * coef - g_row / r.call.num_true
+        g_sampled = r.e_sampled * coef
+        silent = (g_row == 0) & xp.isnan(r.s)  # 0 · NaN: a NaN row whose cotangent is 0
+        if bool(xp.any(silent)):  # gives exactly 0, so it cannot pollute the weight gradients
+            g_true = xp.where(silent, xp.zeros_like(g_true), g_true)
+            g_sampled = xp.where(silent, xp.zeros_like(g_sampled), g_sampled)
+        return logits_backward(r.call, g_true, g_sampled)
 
 
-def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> Any:
-    r"""``[B, 1 + S]``: 0 for the target, :math:`\log(k_\mathrm{eff} q_c / (1 - q_t))` for samples."""
+def _target_excluded_correction(call: SampledCall, sampler: Any) -> Any:
+    r"""``[B, S]``: :math:`\log(k_\mathrm{eff}\,q_c / (1 - q_t))` for the sampled columns.
+
+    Computed as :math:`\log q_c + \log k_\mathrm{eff} - \log(1 - q_t)`: a
+    column term plus a row term.
+    """
     xp = call.xp
     num_sampled = call.candidates.shape[-1]
     if sampler is not None:
@@ -225,11 +240,11 @@ def _target_excluded_correction(call: SampledCall, sampler: Any, kept: Any) -> A
         check_expected_counts(call)
         q_sampled = call.sampled_expected_count / num_sampled
         q_true = call.true_expected_count / num_sampled
+    kept = ~call.hits
     k_eff = xp.sum(xp.astype(kept, call.dtype), axis=1, keepdims=True)
     k_safe = xp.where(k_eff > 0, k_eff, xp.ones_like(k_eff))  # rows with no sample left: all masked
-    ratio = k_safe * q_sampled / (1.0 - q_true)
-    batch = call.inputs.shape[0]
-    return xp.concat([xp.zeros((batch, 1), dtype=call.dtype, device=ratio.device), xp.log(ratio)], axis=1)
+    row = xp.log(k_safe) - xp.log(1.0 - q_true)  # [B, 1]
+    return xp.log(q_sampled) + row
 
 
 sampled_softmax_loss = SampledSoftmaxLoss()

@@ -206,7 +206,7 @@ def _resolve_true_classes(true_classes: Any, num_true: int | None) -> tuple[Any,
     elif tc.shape[1] < 1:
         msg = f"true_classes must have at least one column, got shape {tuple(tc.shape)}"
         raise ValueError(msg)
-    return xp, xp.astype(tc, xp.int64)
+    return xp, xp.astype(tc, xp.int64, copy=False)
 
 
 # ---------------------------------------------------------------- expected counts
@@ -375,7 +375,7 @@ class _RandomSampler(CandidateSampler):
 
     def _probability32(self, xp: Any, classes: Any) -> Any:
         """:math:`P` as TF's float ``Probability()`` computes it (default: float64 rounded)."""
-        return xp.astype(self._probability(xp, classes), xp.float32)
+        return xp.astype(self._probability(xp, classes), xp.float32, copy=False)
 
     def _num_possible(self) -> int:
         """How many classes have :math:`P > 0` (the most ``unique=True`` can return)."""
@@ -491,7 +491,7 @@ class UniformSampler(_RandomSampler):
         )
 
     def _draw(self, gen: Any, xp: Any, device: Any, shape: tuple[int, ...]) -> Any:
-        return xp.astype(gen.integers(0, self._range_max, shape), xp.int64)
+        return xp.astype(gen.integers(0, self._range_max, shape), xp.int64, copy=False)
 
 
 class LogUniformSampler(_RandomSampler):
@@ -562,7 +562,7 @@ class _TableSampler(_RandomSampler):
         cdf = backends.for_namespace(xp).from_host(cdf_np, device)
         u = gen.uniform(shape, xp.float64)
         x = xp.reshape(u * float(cdf_np[-1]), (-1,))
-        return xp.reshape(xp.astype(xp.searchsorted(cdf, x, side="right"), xp.int64), shape)
+        return xp.reshape(xp.astype(xp.searchsorted(cdf, x, side="right"), xp.int64, copy=False), shape)
 
 
 def _parse_count(field: bytes) -> float | None:

@@ -114,7 +114,7 @@ class LogSumExp(Function):
         else:
             g = xp.expand_dims(g, axis=-1)
         grad = g * r.p
-        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 
 
 class LogSoftmax(Function):
@@ -154,7 +154,7 @@ class LogSoftmax(Function):
         r, xp = residuals, residuals.xp
         g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
         grad = g - r.p * xp.sum(g, axis=-1, keepdims=True)
-        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 
 
 class Softmax(Function):
@@ -191,7 +191,7 @@ class Softmax(Function):
         r, xp = residuals, residuals.xp
         g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
         grad = r.p * (g - xp.sum(g * r.p, axis=-1, keepdims=True))
-        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype)}
+        return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 
 
 logsumexp = LogSumExp()

@@ -265,8 +265,8 @@ class SoftmaxCrossEntropy(Function):
             ones = xp.ones_like(r.p)
             d_labels = d_labels + g_denominator * (ones if r.class_weights is None else r.class_weights * ones)
         return {
-            "logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype),
-            "labels": xp.astype(xp.moveaxis(d_labels, -1, r.axis), r.labels_dtype),
+            "logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False),
+            "labels": xp.astype(xp.moveaxis(d_labels, -1, r.axis), r.labels_dtype, copy=False),
         }
 
 

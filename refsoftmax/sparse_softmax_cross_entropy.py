@@ -194,7 +194,7 @@ class SparseSoftmaxCrossEntropy(Function):
             d_logits = d_logits - r.smooth
         d_logits = safe_mul(g_loss, d_logits, xp=xp)
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)}
+        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)}
 
     def value_and_grad(
         self, *args: Any, cotangent: Any = None, **kwargs: Any

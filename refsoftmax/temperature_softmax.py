@@ -98,7 +98,7 @@ def restricted_ce_backward(r: CEResiduals, cotangent: Any) -> Any:
     onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
     d_logits = safe_mul(coef, r.p, xp=xp) - xp.where(onehot, coef, xp.zeros_like(r.p))
     d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-    return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype)
+    return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)
 
 
 class TemperatureSoftmaxCrossEntropy(Function):

@@ -1,32 +1,83 @@
-"""The NumPy fused kernel must give the plain array-API path's numbers, to rounding."""
+"""Each fused kernel (NumPy, PyTorch) must give the plain array-API path's numbers, to rounding."""
 
 from __future__ import annotations
+
+from types import ModuleType
+from typing import Any
 
 import numpy as np
 import pytest
 
 import refsoftmax as rs
+from refsoftmax import backends
 from refsoftmax.backends import numpy_kernels
 
 SPARSE = rs.sparse_softmax_cross_entropy
 
 
-def both_paths(monkeypatch, *args, **kwargs):
-    monkeypatch.setattr(numpy_kernels, "ENABLED", True)
+def _kernel_params() -> list[Any]:
+    params = [pytest.param("numpy")]
+    torch_ok = backends.load("torch").is_available()
+    params.append(pytest.param("torch", marks=[] if torch_ok else pytest.mark.skip(reason="torch not installed")))
+    cuda_ok = torch_ok and __import__("torch").cuda.is_available()
+    params.append(pytest.param("torch-cuda", marks=[] if cuda_ok else pytest.mark.skip(reason="no CUDA device")))
+    return params
+
+
+class Kernel:
+    """A fused kernel under test: its module and how to move host arrays to its backend."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        backend = "numpy" if name == "numpy" else "torch"
+        self.module: ModuleType = __import__(
+            f"refsoftmax.backends.{backend}_kernels", fromlist=["x"]
+        )
+        self.backend = backends.load(backend)
+        self.device = "cuda" if name == "torch-cuda" else None
+
+    def __call__(self, x: Any) -> Any:
+        """Host data as this kernel's arrays (NumPy arrays stay NumPy)."""
+        if self.name == "numpy" or not isinstance(x, np.ndarray):
+            return x
+        return self.backend.from_host(x, self.device)
+
+    def host(self, x: Any) -> np.ndarray:
+        return np.asarray(self.backend.to_numpy(x))
+
+
+@pytest.fixture(params=_kernel_params())
+def kernel(request: pytest.FixtureRequest) -> Kernel:
+    return Kernel(request.param)
+
+
+def both_paths(monkeypatch, kernel, *args, **kwargs):
+    """``value_and_grad`` with the kernel enabled and disabled, results on the host."""
+    module = kernel.module
+    args = tuple(kernel(a) for a in args)
+    kwargs = {k: kernel(v) for k, v in kwargs.items()}
+    monkeypatch.setattr(module, "ENABLED", True)
     calls = []
-    real = numpy_kernels.fused_sparse_softmax_cross_entropy
+    real = module.fused_sparse_softmax_cross_entropy
 
     def spy(*a):
         out = real(*a)
         calls.append(out is not None)
         return out
 
-    monkeypatch.setattr(numpy_kernels, "fused_sparse_softmax_cross_entropy", spy)
+    monkeypatch.setattr(module, "fused_sparse_softmax_cross_entropy", spy)
     fused = SPARSE.value_and_grad(*args, **kwargs)
     fused_calls = list(calls)
-    monkeypatch.setattr(numpy_kernels, "ENABLED", False)
+    monkeypatch.setattr(module, "ENABLED", False)
     plain = SPARSE.value_and_grad(*args, **kwargs)
-    return fused, plain, fused_calls
+    assert type(fused[0]) is type(args[0]) and type(fused[1]["logits"]) is type(args[0])
+    if kernel.device is not None:
+        assert fused[1]["logits"].device.type == "cuda"
+
+    def host(result):
+        return kernel.host(result[0]), {"logits": kernel.host(result[1]["logits"])}
+
+    return host(fused), host(plain), fused_calls
 
 
 def assert_same(fused, plain, rtol):
@@ -38,28 +89,28 @@ def assert_same(fused, plain, rtol):
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-14), (np.float32, 2e-6)])
 @pytest.mark.parametrize("reduction", ["none", "sum", "mean"])
 @pytest.mark.parametrize("threads", ["1", "2"])
-def test_fused_equals_plain(monkeypatch, rng, dtype, rtol, reduction, threads):
+def test_fused_equals_plain(monkeypatch, kernel, rng, dtype, rtol, reduction, threads):
     monkeypatch.setenv("REFSOFTMAX_NUM_THREADS", threads)
     z = (rng.standard_normal((3, 40, 9000)) * 4).astype(dtype)  # 4.3 MB in float32: threaded
     t = rng.integers(0, 9000, size=(3, 40))
     t[0, :5] = -100
     w = rng.uniform(0.1, 2, size=9000)
     ct = rng.standard_normal((3, 40)).astype(dtype) if reduction == "none" else np.asarray(0.7, dtype)
-    fused, plain, calls = both_paths(monkeypatch, z, t, ignore_index=-100, class_weights=w,
+    fused, plain, calls = both_paths(monkeypatch, kernel, z, t, ignore_index=-100, class_weights=w,
                                      reduction=reduction, cotangent=ct)
     assert calls == [True]
     assert_same(fused, plain, rtol)
 
 
-def test_fused_other_axis_and_default_cotangent(monkeypatch, rng):
+def test_fused_other_axis_and_default_cotangent(monkeypatch, kernel, rng):
     z = rng.standard_normal((7, 5, 3))
     t = rng.integers(0, 5, size=(7, 3))
-    fused, plain, calls = both_paths(monkeypatch, z, t, axis=1, reduction="mean")
+    fused, plain, calls = both_paths(monkeypatch, kernel, z, t, axis=1, reduction="mean")
     assert calls == [True]
     assert_same(fused, plain, 1e-14)
 
 
-def test_fused_edge_rows(monkeypatch):
+def test_fused_edge_rows(monkeypatch, kernel):
     z = np.array([
         [-np.inf, 1.0, 2.0],     # masked class, no mass
         [np.nan, 1.0, 2.0],      # NaN propagates
@@ -67,7 +118,7 @@ def test_fused_edge_rows(monkeypatch):
         [1e30, -1e30, 0.0],      # huge spread
     ])
     t = np.array([2, 1, -1, 1])
-    fused, plain, calls = both_paths(monkeypatch, z, t, ignore_index=-1)
+    fused, plain, calls = both_paths(monkeypatch, kernel, z, t, ignore_index=-1)
     assert calls == [True]
     np.testing.assert_allclose(fused[0], plain[0], rtol=1e-15)
     np.testing.assert_allclose(fused[1]["logits"], plain[1]["logits"], rtol=1e-15)
@@ -76,25 +127,25 @@ def test_fused_edge_rows(monkeypatch):
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered")
-def test_fused_declines_rows_with_infinite_max(monkeypatch):
+def test_fused_declines_rows_with_infinite_max(monkeypatch, kernel):
     z = np.array([[-np.inf, -np.inf], [np.inf, 0.0], [0.0, 1.0]])
-    fused, plain, calls = both_paths(monkeypatch, z, np.array([0, 1, 1]))
+    fused, plain, calls = both_paths(monkeypatch, kernel, z, np.array([0, 1, 1]))
     assert calls == [False]
     np.testing.assert_array_equal(fused[0], plain[0])
 
 
-def test_fused_not_used_where_it_does_not_apply(monkeypatch, rng):
+def test_fused_not_used_where_it_does_not_apply(monkeypatch, kernel, rng):
     z = rng.standard_normal((4, 6))
     t = rng.integers(0, 6, 4)
     for kwargs in (dict(label_smoothing=0.1), dict(where=np.ones(6, bool))):
-        fused, plain, calls = both_paths(monkeypatch, z, t, **kwargs)
+        fused, plain, calls = both_paths(monkeypatch, kernel, z, t, **kwargs)
         assert calls == []
         assert_same(fused, plain, 0)
 
 
-def test_half_precision_through_fused(monkeypatch):
+def test_half_precision_through_fused(monkeypatch, kernel):
     z = np.array([[0.0, 1000.0, -1000.0]], dtype=np.float16)
-    fused, plain, calls = both_paths(monkeypatch, z, np.array([0]))
+    fused, plain, calls = both_paths(monkeypatch, kernel, z, np.array([0]))
     assert calls == [True]
     assert fused[0].dtype == np.float16 and fused[0][0] == 1000.0
     assert_same(fused, plain, 1e-3)

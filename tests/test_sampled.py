@@ -340,3 +340,38 @@ def test_target_excluded_checks_expected_counts(model):
     sv = (np.array([0, 1]), np.zeros((B, 1)), np.ones(2))
     with pytest.raises(ValueError, match="expected counts must be > 0"):
         rs.sampled_softmax_loss(w, b, np.full((B, 1), 3), x, 2, C, sampled_values=sv, estimator="target_excluded")
+
+
+# ------------------------------------------------------------------ in-place safety
+
+@pytest.mark.parametrize("loss, kwargs", [
+    (rs.sampled_softmax_loss, {}),
+    (rs.sampled_softmax_loss, {"estimator": "target_excluded"}),
+    (rs.sampled_softmax_loss, {"subtract_log_q": False}),
+    (rs.nce_loss, {}),
+    (rs.negative_sampling_loss, {}),
+])
+@pytest.mark.parametrize("with_biases", [True, False])
+def test_inputs_untouched_and_backward_repeatable(backend, model, rng, loss, kwargs, with_biases):
+    # the forward updates its own [B, S] temporaries in place (backends.inplace): it must
+    # never write into an argument, and the residuals must survive a second backward
+    w, b, x = model
+    y = rng.integers(0, C, (B, 1))
+    cand = np.array([0, 2, 2, 5, 7, 8])
+    cand[0] = y[0, 0]  # an accidental hit
+    sv_np = (cand, np.full((B, 1), 0.5), np.full(S, 0.4))
+    host = [w, b if with_biases else None, y, x, *sv_np]
+    copies = [None if a is None else a.copy() for a in host]
+    args = [None if a is None else backend.asarray(a) for a in host]
+    sv = tuple(args[4:])
+    value, res = loss.forward(*args[:4], S, C, sampled_values=sv, **kwargs)
+    first = loss.backward(res, backend.xp.ones_like(value))
+    second = loss.backward(res, backend.xp.ones_like(value))
+    for name in first:
+        a, b2 = first[name], second[name]
+        if hasattr(a, "to_dense"):
+            a, b2 = a.to_dense(), b2.to_dense()
+        np.testing.assert_array_equal(backend.to_numpy(a), backend.to_numpy(b2))
+    for arg, original in zip(args, copies, strict=True):
+        if original is not None:
+            np.testing.assert_array_equal(backend.to_numpy(arg), original)

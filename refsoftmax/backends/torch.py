@@ -88,3 +88,10 @@ class Generator:
         return torch.randint(
             low, high, shape, generator=self._gen, device=self._device, dtype=torch.int64
         )
+
+
+def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) -> Any:
+    """The fused kernel of :mod:`refsoftmax.backends.torch_kernels` (``None`` if it does not apply)."""
+    from refsoftmax.backends import torch_kernels
+
+    return torch_kernels.fused_sparse_softmax_cross_entropy(z, target, kappa, g)
