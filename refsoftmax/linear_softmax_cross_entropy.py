@@ -13,6 +13,7 @@ from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._validation import check_choice, first_offender
+from refsoftmax.backends import inplace
 
 __all__ = ["LinearSoftmaxCrossEntropy", "linear_softmax_cross_entropy"]
 
@@ -35,8 +36,11 @@ class _Residuals(Residuals):
 
 
 def _chunk_logits(xp: Any, x: Any, w: Any, b: Any, start: int, stop: int) -> Any:
+    """``[B, stop - start]``: a new array of the chunk's logits (callers update it in place)."""
     logits = xp.matmul(x, xp.matrix_transpose(w[start:stop, :]))
-    return logits if b is None else logits + b[start:stop]
+    if b is not None:
+        logits += b[start:stop]
+    return logits
 
 
 class LinearSoftmaxCrossEntropy(Function):
@@ -96,8 +100,13 @@ class LinearSoftmaxCrossEntropy(Function):
         \frac{\partial L}{\partial W_K} = G_K^\top x,\qquad
         \frac{\partial L}{\partial b_K} = \textstyle\sum_i G_{K,i} .
 
-    One extra matrix product per chunk (the recomputed logits) is the price
-    for never storing them.
+    The loop computes only the dense part :math:`g\,p_K`, in the recomputed
+    logits' own buffer; the label part :math:`-g\,e_t` is applied once per
+    row after it (:math:`-g_i W_{t_i}` into :math:`\partial L/\partial x_i`,
+    :math:`-g_i x_i` and :math:`-g_i` scatter-added into row :math:`t_i` of
+    the weight and bias gradients, accumulating shared labels).  One extra
+    matrix product per chunk (the recomputed logits) is the price for never
+    storing them.
 
     Examples
     --------
@@ -178,14 +187,15 @@ class LinearSoftmaxCrossEntropy(Function):
         for start in range(0, num_classes, chunk):
             stop = min(start + chunk, num_classes)
             logits = _chunk_logits(xp, x, w, b, start, stop)
-            m_new = xp.maximum(m, xp.max(logits, axis=1))
-            m_safe = xp.where(m_new == -xp.inf, xp.zeros_like(m_new), m_new)
-            s = s * xp.exp(m - m_safe) + xp.sum(xp.exp(logits - xp.expand_dims(m_safe, axis=1)), axis=1)
-            m = m_new
             here = (target >= start) & (target < stop)
             local = xp.clip(target - start, 0, stop - start - 1)
             picked = xp.take_along_axis(logits, xp.expand_dims(local, axis=1), axis=1)[:, 0]
             z_t = xp.where(here, picked, z_t)
+            m_new = xp.maximum(m, xp.max(logits, axis=1))
+            m_safe = xp.where(m_new == -xp.inf, xp.zeros_like(m_new), m_new)
+            logits -= xp.expand_dims(m_safe, axis=1)  # the chunk's own buffer: no [B, chunk] temporary
+            s = s * xp.exp(m - m_safe) + xp.sum(inplace.exp_(logits), axis=1)
+            m = m_new
         empty = s == 0  # every logit of the row is -inf: no class to normalise over
         safe_m = xp.where(empty, xp.zeros_like(m), m)
         neg_log_p = (safe_m - z_t) + xp.log(xp.where(empty, xp.ones_like(s), s))
@@ -205,10 +215,12 @@ class LinearSoftmaxCrossEntropy(Function):
         r, xp = residuals, residuals.xp
         g = prepare_cotangent(r, cotangent, r.inputs)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
-        g_col = xp.expand_dims(xp.where(r.rows, g_loss, xp.zeros_like(g_loss)), axis=1)
-        row_mask = xp.expand_dims(r.rows, axis=1)
+        g_rows = xp.where(r.rows, g_loss, xp.zeros_like(g_loss))  # [B]
+        g_col = xp.expand_dims(g_rows, axis=1)
         # rows without a gradient (ignored, empty) must not leak NaN/inf into dW through 0 * x
-        inputs = xp.where(row_mask, r.inputs, xp.zeros_like(r.inputs))
+        all_rows = bool(xp.all(r.rows))
+        no_grad = xp.expand_dims(~r.rows, axis=1)
+        inputs = r.inputs if all_rows else xp.where(~no_grad, r.inputs, xp.zeros_like(r.inputs))
         lse = xp.expand_dims(r.lse, axis=1)
         num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
@@ -217,13 +229,16 @@ class LinearSoftmaxCrossEntropy(Function):
         if writable:
             d_w = xp.empty(r.weights.shape, dtype=r.compute_dtype, device=r.inputs.device)
             d_b = xp.empty((num_classes,), dtype=r.compute_dtype, device=r.inputs.device)
+        # the softmax part g p, chunk by chunk, in the recomputed logits' own buffer
         for start in range(0, num_classes, r.chunk):
             stop = min(start + r.chunk, num_classes)
-            logits = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
-            classes = xp.arange(start, stop, device=r.inputs.device, dtype=r.target.dtype)
-            onehot = xp.astype(xp.expand_dims(r.target, axis=1) == classes, r.compute_dtype)
-            grad = xp.where(row_mask, g_col * (xp.exp(logits - lse) - onehot), xp.zeros_like(logits))
-            d_inputs = d_inputs + xp.matmul(grad, r.weights[start:stop, :])
+            grad = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
+            grad -= lse
+            grad = inplace.exp_(grad)  # p = exp(z - lse)
+            grad *= g_col
+            if not all_rows:
+                grad = inplace.fill_where_(grad, no_grad, 0.0)
+            d_inputs += xp.matmul(grad, r.weights[start:stop, :])
             chunk_w = xp.matmul(xp.matrix_transpose(grad), inputs)
             chunk_b = xp.sum(grad, axis=0)
             if writable:
@@ -235,6 +250,11 @@ class LinearSoftmaxCrossEntropy(Function):
         if not writable:
             d_w = xp.concat(d_w_parts, axis=0)
             d_b = xp.concat(d_b_parts, axis=0)
+        # the label part −g e_t, once per row: −g W_t into dx; −g x and −g into row t of dW, db
+        # (a scatter that accumulates: several examples may share a label)
+        d_inputs -= g_col * xp.take(r.weights, r.target, axis=0)
+        d_w = inplace.scatter_add_(d_w, r.target, -g_col * inputs)
+        d_b = inplace.scatter_add_(d_b, r.target, -g_rows)
         out = {
             "weights": xp.astype(d_w, r.out_dtypes["weights"], copy=False),
             "inputs": xp.astype(d_inputs, r.out_dtypes["inputs"], copy=False),

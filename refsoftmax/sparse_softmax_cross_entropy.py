@@ -202,7 +202,8 @@ class SparseSoftmaxCrossEntropy(Function):
         """``forward`` then ``backward``, fused into one pass where the backend offers a kernel.
 
         A backend module may provide ``fused_sparse_softmax_cross_entropy``
-        (NumPy does: cache-blocked, threaded, in place).  It is used when it
+        (NumPy: cache-blocked, threaded, in place; PyTorch: in-place torch
+        ops, any device).  It is used when it
         applies (no ``where``, no label smoothing, no row whose maximum is
         infinite; any ``axis`` — the classes are moved last, copying if
         needed) and gives the same numbers as the array-API code up to

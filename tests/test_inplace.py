@@ -55,3 +55,17 @@ def test_torch_tensor_that_requires_grad_is_not_written():
     x = torch.tensor([0.0, 1.0], dtype=torch.float64, requires_grad=True)
     out = inplace.exp_(x)
     assert out is not x and float(x.detach()[1]) == 1.0
+
+
+def test_scatter_add_accumulates_duplicates(backend):
+    x = backend.asarray(np.arange(8.0).reshape(4, 2))
+    idx = backend.asarray(np.array([1, 3, 1, 1]))
+    vals = backend.asarray(np.ones((4, 2)))
+    expected = np.arange(8.0).reshape(4, 2)
+    expected[1] += 3
+    expected[3] += 1
+    out = inplace.scatter_add_(x, idx, vals)
+    np.testing.assert_array_equal(backend.to_numpy(out), expected)
+    assert (out is x) == (backend.name in WRITES_IN_PLACE)
+    with pytest.raises(ValueError, match="one row per index"):
+        inplace.scatter_add_(x, idx, backend.asarray(np.ones((3, 2))))

@@ -254,6 +254,7 @@ def test_linear_equals_materialised(backend, model, rng, chunk, reduction):
     w, b, x = model
     y = rng.integers(0, C, B)
     y[2] = -1
+    y[4] = y[0]  # a label shared by two examples: its weight-gradient row accumulates
     z = x @ w.T + b
     ref, g = rs.sparse_softmax_cross_entropy.value_and_grad(z, y, ignore_index=-1, reduction=reduction)
     args = [backend.asarray(a) for a in (w, b, y, x)]

@@ -8,7 +8,9 @@ temporary is a new ``mmap`` whose pages the kernel zeroes on first touch), so
 the loss code calls these helpers on arrays it has just created itself:
 
 * ``exp_(x)``: ``exp(x)``, written into ``x`` where the library allows it;
-* ``fill_where_(x, mask, value)``: ``where(mask, value, x)``, likewise.
+* ``fill_where_(x, mask, value)``: ``where(mask, value, x)``, likewise;
+* ``scatter_add_(x, indices, values)``: the backend's ``scatter_add`` (rows
+  repeated in ``indices`` accumulate), likewise.
 
 Each returns the result; callers must use it (``x = exp_(x)``) and must not
 pass an array anyone else holds.  Other namespaces (array-api-strict, JAX),
@@ -22,7 +24,7 @@ from typing import Any
 
 import array_api_compat
 
-__all__ = ["exp_", "fill_where_"]
+__all__ = ["exp_", "fill_where_", "scatter_add_"]
 
 
 def _numpy_like_module(x: Any) -> Any:
@@ -62,3 +64,24 @@ def fill_where_(x: Any, mask: Any, value: float) -> Any:
         return x.masked_fill_(mask, value)
     xp = array_api_compat.array_namespace(x)
     return xp.where(mask, xp.asarray(value, dtype=x.dtype, device=x.device), x)
+
+
+def scatter_add_(x: Any, indices: Any, values: Any) -> Any:
+    """``x`` with ``values[k]`` added to row ``indices[k]`` (accumulating), in ``x``'s buffer where allowed."""
+    from refsoftmax import backends
+    from refsoftmax.backends._generic import check_scatter_args
+
+    check_scatter_args(x, indices, values)
+    if array_api_compat.is_numpy_array(x) and x.flags.writeable:
+        import numpy
+
+        numpy.add.at(x, indices, values)
+        return x
+    if array_api_compat.is_cupy_array(x):
+        import cupyx
+
+        cupyx.scatter_add(x, indices, values)
+        return x
+    if _writable_torch(x):
+        return x.index_add_(0, indices, values)
+    return backends.for_namespace(array_api_compat.array_namespace(x)).scatter_add(x, indices, values)
