@@ -219,8 +219,8 @@ class LinearSoftmaxCrossEntropy(Function):
         g_col = xp.expand_dims(g_rows, axis=1)
         # rows without a gradient (ignored, empty) must not leak NaN/inf into dW through 0 * x
         all_rows = bool(xp.all(r.rows))
-        no_grad = xp.expand_dims(~r.rows, axis=1)
-        inputs = r.inputs if all_rows else xp.where(~no_grad, r.inputs, xp.zeros_like(r.inputs))
+        no_gradient = xp.expand_dims(~r.rows, axis=1)
+        inputs = r.inputs if all_rows else xp.where(~no_gradient, r.inputs, xp.zeros_like(r.inputs))
         lse = xp.expand_dims(r.lse, axis=1)
         num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
@@ -237,7 +237,7 @@ class LinearSoftmaxCrossEntropy(Function):
             grad = inplace.exp_(grad)  # p = exp(z - lse)
             grad *= g_col
             if not all_rows:
-                grad = inplace.fill_where_(grad, no_grad, 0.0)
+                grad = inplace.fill_where_(grad, no_gradient, 0.0)
             d_inputs += xp.matmul(grad, r.weights[start:stop, :])
             chunk_w = xp.matmul(xp.matrix_transpose(grad), inputs)
             chunk_b = xp.sum(grad, axis=0)

@@ -72,12 +72,11 @@ def scatter_add_(x: Any, indices: Any, values: Any) -> Any:
     from refsoftmax.backends._generic import check_scatter_args
 
     check_scatter_args(x, indices, values)
-    if array_api_compat.is_numpy_array(x) and x.flags.writeable:
-        import numpy
-
-        numpy.add.at(x, indices, values)
+    module = _numpy_like_module(x)
+    if module is not None and module.__name__ == "numpy":
+        module.add.at(x, indices, values)
         return x
-    if array_api_compat.is_cupy_array(x):
+    if module is not None:  # CuPy
         import cupyx
 
         cupyx.scatter_add(x, indices, values)

@@ -23,26 +23,28 @@ __all__ = ["fused_sparse_softmax_cross_entropy"]
 ENABLED = True
 
 
-def _rows(z: Any, t: Any, kappa: Any, g: Any, losses: Any, grad: Any) -> bool:
-    """Loss and gradient of rows ``[N, C]``; False if a row needs the general path."""
+def _loss_and_grad(z: Any, t: Any, kappa: Any, g: Any) -> tuple[Any, Any] | None:
+    """Losses ``[N]`` and gradient ``[N, C]`` of rows ``z``; ``None`` if a row needs the general path."""
     import torch
 
     m = z.amax(dim=1, keepdim=True)
     if bool(torch.isinf(m).any()):  # an empty (all -inf) row, or a +inf logit
-        return False
-    torch.sub(z, m, out=grad)  # ẑ = z - m
+        return None
+    grad = z - m  # ẑ = z - m, in the buffer that becomes the gradient
     idx = t.unsqueeze(1)
     zhat_t = grad.gather(1, idx).squeeze(1)
     grad.exp_()  # e = exp(ẑ)
     s = grad.sum(dim=1)
     neg_log_p_t = torch.log(s) - zhat_t
     # 0 · anything = 0 (ignored rows), even where the row holds NaN
-    losses.copy_(torch.where(kappa == 0, torch.zeros_like(s), kappa * neg_log_p_t))
+    losses = torch.where(kappa == 0, torch.zeros_like(s), kappa * neg_log_p_t)
     gk = g * kappa
     grad.mul_((gk / s).unsqueeze(1))  # (g κ) p
     grad.scatter_add_(1, idx, -gk.unsqueeze(1))  # - g κ e_t
-    grad.masked_fill_((gk == 0).unsqueeze(1), 0.0)  # exactly 0 where g or κ is 0
-    return True
+    silent = gk == 0
+    if bool(silent.any()):  # exactly 0 where g or κ is 0, even on NaN rows
+        grad.masked_fill_(silent.unsqueeze(1), 0.0)
+    return losses, grad
 
 
 def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) -> Any:
@@ -59,13 +61,13 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
         return None
     with torch.no_grad():
         c = z.shape[-1]
-        z2 = z.reshape(-1, c)
-        n = z2.shape[0]
-        t = target.reshape(-1).to(torch.int64)
-        k = kappa.reshape(-1).to(z2.dtype)
-        gv = torch.broadcast_to(g, tuple(target.shape)).reshape(-1).to(z2.dtype)
-        losses = torch.empty(n, dtype=z2.dtype, device=z2.device)
-        grad = torch.empty((n, c), dtype=z2.dtype, device=z2.device)
-        if not _rows(z2, t, k, gv, losses, grad):
-            return None
+        result = _loss_and_grad(
+            z.reshape(-1, c),
+            target.reshape(-1).to(torch.int64),
+            kappa.reshape(-1).to(z.dtype),
+            torch.broadcast_to(g, tuple(target.shape)).reshape(-1).to(z.dtype),
+        )
+    if result is None:
+        return None
+    losses, grad = result
     return losses.reshape(tuple(target.shape)), grad.reshape(tuple(z.shape))
