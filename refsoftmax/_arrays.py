@@ -7,7 +7,9 @@ which
    flag is not NumPy) into the namespace in force, on its device;
 2. refuses to mix namespaces or devices in one call (``TypeError`` naming the
    two arguments);
-3. returns the namespace ``xp`` that the loss code then uses exclusively.
+3. detaches torch tensors from autograd (refsoftmax's gradients are derived by
+   hand; it records no graph);
+4. returns the namespace ``xp`` that the loss code then uses exclusively.
 """
 
 from __future__ import annotations
@@ -78,6 +80,10 @@ def resolve(**named: Any) -> tuple[Any, dict[str, Any]]:
         from refsoftmax import backends
 
         module = backends.for_namespace(xp)
+        untracked = getattr(module, "untracked", None)  # torch: detach from autograd
+        if untracked is not None:
+            for name, arr in typed.items():
+                arrays[name] = untracked(arr)
     else:
         module = spec.module
         xp = module.namespace()

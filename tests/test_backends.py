@@ -156,3 +156,22 @@ def test_available_lists_installed():
     assert "numpy" in names
     with pytest.raises(TypeError, match="no refsoftmax backend serves"):
         backends.for_namespace(sys)
+
+
+def test_torch_tensors_that_require_grad_are_used_detached(rng):
+    # refsoftmax records no autograd graph: its gradients come from value_and_grad/backward
+    torch = pytest.importorskip("torch")
+    z = torch.tensor(rng.standard_normal((4, 5)), requires_grad=True)
+    t = torch.tensor([0, 4, 2, 2])
+    z_before = z.detach().clone()
+    for fn in (rs.sparse_softmax_cross_entropy, rs.softmax, rs.logsumexp):
+        args = (z, t) if fn is rs.sparse_softmax_cross_entropy else (z,)
+        value = fn(*args)
+        assert not value.requires_grad and value.grad_fn is None
+        value, grads = fn.value_and_grad(*args)
+        assert not value.requires_grad and not grads[next(iter(grads))].requires_grad
+    w = torch.tensor(rng.standard_normal((5, 3)), requires_grad=True)
+    x = torch.tensor(rng.standard_normal((4, 3)), requires_grad=True)
+    loss = rs.linear_softmax_cross_entropy(w, None, t, x)
+    assert loss.grad_fn is None
+    assert torch.equal(z.detach(), z_before) and z.grad is None

@@ -53,6 +53,17 @@ def from_host(obj: Any, device: Any = None) -> Any:
     return torch.from_numpy(arr).to(parse_device(device))
 
 
+def untracked(x: Any) -> Any:
+    """``x`` detached from torch's autograd: refsoftmax records no graph (its gradients are by hand).
+
+    Shares ``x``'s memory (no copy).  :func:`refsoftmax._arrays.resolve` applies it to every
+    torch argument, so a loss of tensors that require grad returns tensors that do not; use
+    ``value_and_grad`` / ``backward`` for gradients, or wrap the pair in a
+    ``torch.autograd.Function`` (see the docs' home page).
+    """
+    return x.detach()
+
+
 def to_numpy(x: Any) -> Any:
     return x.detach().cpu().numpy()
 
