@@ -39,6 +39,7 @@ from typing import Any
 
 from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._labels import class_indices
 from refsoftmax._validation import first_offender
 from refsoftmax.row_sparse import RowSparse
 
@@ -133,10 +134,7 @@ def prepare_sampled_call(
     if tuple(y.shape) != (batch, num_true):
         msg = f"labels must have shape (batch={batch}, num_true={num_true}), got {tuple(y.shape)}"
         raise ValueError(msg)
-    bad = (y < 0) | (y >= num_classes)
-    if bool(xp.any(bad)):
-        msg = f"labels must be in [0, {num_classes}), got {first_offender(xp, y, bad)}"
-        raise ValueError(msg)
+    y, _ = class_indices(xp, y, num_classes, name="labels")
     check_integer(xp, cand, "sampled_values.candidates")
     per_example = cand.ndim == 2
     expected = (batch, num_sampled) if per_example else (num_sampled,)
@@ -146,10 +144,7 @@ def prepare_sampled_call(
             f"got {tuple(cand.shape)}"
         )
         raise ValueError(msg)
-    bad = (cand < 0) | (cand >= num_classes)
-    if bool(xp.any(bad)):
-        msg = f"sampled candidates must be in [0, {num_classes}), got {first_offender(xp, cand, bad)}"
-        raise ValueError(msg)
+    cand, _ = class_indices(xp, cand, num_classes, name="sampled candidates")
     for name, arr, shape in (
         ("true_expected_count", true_ec, (batch, num_true)),
         ("sampled_expected_count", sampled_ec, expected),
@@ -158,8 +153,6 @@ def prepare_sampled_call(
             msg = f"{name} must have shape {shape}, got {tuple(arr.shape)}"
             raise ValueError(msg)
 
-    y = xp.astype(y, xp.int64)
-    cand = xp.astype(cand, xp.int64)
     w = xp.astype(w, dtype, copy=False)
     x = xp.astype(x, dtype, copy=False)
     true_w = xp.reshape(xp.take(w, xp.reshape(y, (-1,)), axis=0), (batch, num_true, dim))

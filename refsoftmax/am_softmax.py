@@ -2,16 +2,16 @@ r"""AM-Softmax (additive margin softmax, Wang et al. 2018) from features and cla
 
 from __future__ import annotations
 
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._arrays import resolve
 from refsoftmax._cross_entropy import neg_log_probs, probabilities, safe_mul
 from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._validation import check_choice, first_offender
+from refsoftmax._validation import check_choice
 from refsoftmax.softmax import shifted_exp
 from refsoftmax.sparse_softmax_cross_entropy import _onehot
 from refsoftmax.temperature_softmax import check_positive
@@ -172,11 +172,7 @@ class AMSoftmaxLoss(Function):
         check_choice("reduction", reduction, ("none", "sum", "mean"))
         s = check_positive("scale", scale)
         m = check_positive("margin", margin, allow_zero=True)
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
-        ):
-            msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
-            raise TypeError(msg)
+        ignore_index = check_ignore_index(ignore_index)
         xp, a = resolve(features=features, weights=weights, labels=labels)
         f, w, t = a["features"], a["weights"], a["labels"]
         dtype = xp.result_type(compute_dtype(xp, f, "features"), compute_dtype(xp, w, "weights"))
@@ -199,12 +195,7 @@ class AMSoftmaxLoss(Function):
         if tuple(t.shape) != expected:
             msg = f"labels must have shape {expected} (the features' shape without the last axis), got {tuple(t.shape)}"
             raise ValueError(msg)
-        valid_b = xp.ones(t.shape, dtype=xp.bool, device=f.device) if ignore_index is None else t != ignore_index
-        bad = valid_b & ((t < 0) | (t >= num_classes))
-        if bool(xp.any(bad)):
-            allowed_text = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-            msg = f"labels must be in [0, {num_classes}){allowed_text}, got {first_offender(xp, t, bad)}"
-            raise ValueError(msg)
+        target, valid_b = class_indices(xp, t, num_classes, name="labels", ignore_index=ignore_index)
 
         out_dtypes = {"features": f.dtype, "weights": w.dtype}
         f2 = xp.reshape(xp.astype(f, dtype), (-1, dim))
@@ -228,7 +219,7 @@ class AMSoftmaxLoss(Function):
         f_hat = f2 / f_norm
         w_hat = w / w_norm
 
-        target = xp.reshape(xp.where(valid_b, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64)), (-1,))
+        target = xp.reshape(target, (-1,))
         weight = xp.astype(valid, dtype)
         cos = xp.matmul(f_hat, xp.matrix_transpose(w_hat))
         onehot = _onehot(target, num_classes, xp=xp)

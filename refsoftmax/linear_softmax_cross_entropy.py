@@ -10,9 +10,10 @@ import array_api_compat
 
 from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._validation import check_choice, first_offender
+from refsoftmax._validation import check_choice
 from refsoftmax.backends import inplace
 
 __all__ = ["LinearSoftmaxCrossEntropy", "linear_softmax_cross_entropy"]
@@ -158,16 +159,8 @@ class LinearSoftmaxCrossEntropy(Function):
         if tuple(t.shape) != (batch,):
             msg = f"labels must have shape ({batch},), got {tuple(t.shape)}"
             raise ValueError(msg)
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
-        ):
-            msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
-            raise TypeError(msg)
-        valid_b = xp.ones(t.shape, dtype=xp.bool, device=x.device) if ignore_index is None else t != ignore_index
-        bad = valid_b & ((t < 0) | (t >= num_classes))
-        if bool(xp.any(bad)):
-            msg = f"labels must be in [0, {num_classes}), got {first_offender(xp, t, bad)}"
-            raise ValueError(msg)
+        ignore_index = check_ignore_index(ignore_index)
+        target, valid_b = class_indices(xp, t, num_classes, name="labels", ignore_index=ignore_index)
         itemsize = 8 if dtype == xp.float64 else 4
         if chunk_size is None:
             chunk = max(1, min(num_classes, _CHUNK_BYTES // max(1, batch * itemsize)))
@@ -178,7 +171,6 @@ class LinearSoftmaxCrossEntropy(Function):
             chunk = int(chunk_size)
         w = xp.astype(w, dtype, copy=False)
         x = xp.astype(x, dtype, copy=False)
-        target = xp.where(valid_b, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
         valid = xp.astype(valid_b, dtype)
 
         m = xp.full((batch,), -xp.inf, dtype=dtype, device=x.device)

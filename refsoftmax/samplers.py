@@ -88,7 +88,7 @@ import numpy as np
 
 from refsoftmax import backends
 from refsoftmax._arrays import resolve
-from refsoftmax._validation import first_offender
+from refsoftmax._labels import class_indices
 
 __all__ = [
     "AllCandidateSampler",
@@ -182,16 +182,15 @@ def _check_integer_array(name: str, xp: Any, x: Any, ndim: int, shape_text: str)
         raise ValueError(msg)
 
 
-def _check_classes_in_range(name: str, xp: Any, x: Any, range_max: int) -> None:
-    bad = (x < 0) | (x >= range_max)
-    if bool(xp.any(bad)):
-        value = first_offender(xp, x, bad)
-        msg = f"{name} must lie in [0, range_max={range_max}), got {value}"
-        raise ValueError(msg)
+def _check_classes_in_range(name: str, xp: Any, x: Any, range_max: int) -> Any:
+    """``x`` (any integer dtype) checked to lie in ``[0, range_max)``, as int64."""
+    bounds = f"lie in [0, range_max={range_max})"
+    index, _ = class_indices(xp, x, range_max, name=name, range_text=bounds)
+    return index
 
 
 def _resolve_true_classes(true_classes: Any, num_true: int | None) -> tuple[Any, Any]:
-    """``true_classes`` as a 2-D int64 array of its namespace (``num_true`` checked if given)."""
+    """``true_classes`` as a 2-D integer array of its namespace (``num_true`` checked if given)."""
     xp, arrays = resolve(true_classes=true_classes)
     tc = arrays["true_classes"]
     _check_integer_array("true_classes", xp, tc, 2, "[batch_size, num_true]")
@@ -206,7 +205,7 @@ def _resolve_true_classes(true_classes: Any, num_true: int | None) -> tuple[Any,
     elif tc.shape[1] < 1:
         msg = f"true_classes must have at least one column, got shape {tuple(tc.shape)}"
         raise ValueError(msg)
-    return xp, xp.astype(tc, xp.int64, copy=False)
+    return xp, tc
 
 
 # ---------------------------------------------------------------- expected counts
@@ -309,8 +308,7 @@ class CandidateSampler(abc.ABC):
         if c.dtype == xp.bool or not xp.isdtype(c.dtype, "integral"):
             msg = f"classes must be an integer array, got dtype {c.dtype}"
             raise TypeError(msg)
-        c = xp.astype(c, xp.int64)
-        _check_classes_in_range("classes", xp, c, self._range_max)
+        c = _check_classes_in_range("classes", xp, c, self._range_max)
         return self._probability(xp, c)
 
     def sample(
@@ -436,7 +434,7 @@ class _RandomSampler(CandidateSampler):
                 "(TensorFlow loops until its try counter overflows)"
             )
             raise ValueError(msg)
-        _check_classes_in_range("true_classes", xp, tc, self._range_max)
+        tc = _check_classes_in_range("true_classes", xp, tc, self._range_max)
 
         module, device = _placement(xp, tc)
         gen = module.Generator(seed, device)
@@ -895,7 +893,7 @@ class AllCandidateSampler(CandidateSampler):
                 "the all-candidate sampler returns every class once"
             )
             raise ValueError(msg)
-        _check_classes_in_range("true_classes", xp, tc, self._range_max)
+        tc = _check_classes_in_range("true_classes", xp, tc, self._range_max)
         device = array_api_compat.device(tc)
         batch = int(tc.shape[0])
         candidates = xp.arange(num_sampled, dtype=xp.int64, device=device)

@@ -3,7 +3,6 @@ r"""Softmax cross-entropy with integer class labels (sparse labels)."""
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +16,7 @@ from refsoftmax._cross_entropy import (
     smoothing_weights,
 )
 from refsoftmax._dtypes import check_integer, compute_dtype
+from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._validation import (
@@ -24,7 +24,6 @@ from refsoftmax._validation import (
     check_choice,
     check_class_weights,
     check_where,
-    first_offender,
 )
 from refsoftmax.softmax import shifted_exp
 
@@ -260,11 +259,7 @@ def _prepare(
         reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
     )
     check_choice("class_weighting", class_weighting, CLASS_WEIGHTINGS)
-    if ignore_index is not None and (
-        isinstance(ignore_index, bool) or not isinstance(ignore_index, numbers.Integral)
-    ):
-        msg = f"ignore_index must be an integer or None, got {ignore_index!r}"
-        raise TypeError(msg)
+    ignore_index = check_ignore_index(ignore_index)
     xp, arrays = resolve(logits=logits, labels=labels, where=where, class_weights=class_weights)
     z, t = arrays["logits"], arrays["labels"]
     dtype = compute_dtype(xp, z, "logits")
@@ -284,15 +279,7 @@ def _prepare(
         )
         raise ValueError(msg)
     num_classes = z.shape[axis]
-    valid = xp.ones(t.shape, dtype=xp.bool, device=z.device)
-    if ignore_index is not None:
-        valid = t != ignore_index
-    out_of_range = valid & ((t < 0) | (t >= num_classes))
-    if bool(xp.any(out_of_range)):
-        bad = first_offender(xp, t, out_of_range)
-        allowed_text = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
-        msg = f"labels must be in [0, {num_classes}){allowed_text}, got {bad}"
-        raise ValueError(msg)
+    target, valid = class_indices(xp, t, num_classes, name="labels", ignore_index=ignore_index)
     allowed = None
     if arrays["where"] is not None:
         allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
@@ -301,7 +288,6 @@ def _prepare(
         w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
     z = xp.moveaxis(xp.astype(z, dtype, copy=False), axis, -1)
 
-    target = xp.where(valid, xp.astype(t, xp.int64), xp.zeros_like(t, dtype=xp.int64))
     valid_f = xp.astype(valid, dtype)
     if w is None:
         w_t = valid_f
