@@ -8,8 +8,8 @@ Both losses are the same function of a per-class coefficient
     \ell = \sum_c c_c\,(-\log p_c),\qquad
     \frac{\partial \ell}{\partial z_j} = W p_j - c_j,\quad W = \sum_c c_c ,
 
-with :math:`-\log p_c = \log s - \hat z_c` computed from the max-shifted
-logits.  A term with :math:`c_c = 0` is exactly 0 even where
+with :math:`-\log p_c` and :math:`p` computed from the max-shifted logits
+(:class:`refsoftmax._shifted.Rows`).  A term with :math:`c_c = 0` is exactly 0 even where
 :math:`-\log p_c = +\infty` (a masked class): this module's :func:`safe_mul`
 is how every such product is formed, so ``0 * inf`` never happens.
 """
@@ -25,8 +25,7 @@ __all__ = [
     "MEAN_DENOMINATORS",
     "SMOOTHING_MODES",
     "check_common_options",
-    "neg_log_probs",
-    "probabilities",
+    "onehot",
     "safe_mul",
 ]
 
@@ -65,20 +64,10 @@ def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
     return a * xp.where(a == 0, xp.zeros_like(b), b)
 
 
-def neg_log_probs(zhat: Any, s: Any, *, xp: Any) -> Any:
-    r""":math:`-\log p_c = \log s - \hat z_c` (≥ 0), and +∞ everywhere in a row with no class.
-
-    A row with no class is one with ``s == 0``; a NaN row (``s`` NaN) stays NaN.
-    """
-    empty = s == 0
-    out = xp.log(xp.where(empty, xp.ones_like(s), s)) - zhat
-    return xp.where(empty, xp.full_like(out, xp.inf), out)
-
-
-def probabilities(e: Any, s: Any, *, xp: Any) -> Any:
-    """``e / s`` (softmax), and 0 in a row with no class (``s == 0``)."""
-    empty = s == 0
-    return xp.where(empty, xp.zeros_like(e), e / xp.where(empty, xp.ones_like(s), s))
+def onehot(index: Any, num_classes: int, *, xp: Any) -> Any:
+    """Boolean ``[..., C]`` with True at each row's ``index`` (``[...]``, integer)."""
+    classes = xp.arange(num_classes, device=index.device, dtype=index.dtype)
+    return xp.expand_dims(index, axis=-1) == classes
 
 
 def smoothing_weights(

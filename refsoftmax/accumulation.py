@@ -48,7 +48,10 @@ def accumulation_steps(
     num_examples : int
         :math:`N`, the examples of the micro-batch (not counting ignored ones).
     num_zero_loss : int
-        :math:`N_0 \le N`, those with loss exactly 0.
+        :math:`N_0 \le N`, those with loss exactly 0.  An example whose loss
+        is NaN (a NaN logit) is not one of them: it has not been satisfied,
+        and the losses' ``stats`` (:class:`~refsoftmax.as_softmax.ZeroLossStats`)
+        never count it.
     lam : float > 0
         :math:`\lambda`.
     max_steps : int, optional

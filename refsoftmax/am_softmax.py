@@ -6,13 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._arrays import resolve
-from refsoftmax._cross_entropy import neg_log_probs, probabilities, safe_mul
+from refsoftmax._cross_entropy import safe_mul
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._shifted import shift_rows
 from refsoftmax._validation import check_choice
-from refsoftmax.softmax import shifted_exp
 from refsoftmax.sparse_softmax_cross_entropy import _onehot
 from refsoftmax.temperature_softmax import check_positive
 
@@ -29,7 +29,8 @@ class _Residuals(Residuals):
     w_norm: Any  # row norms of the weights         [C, 1]
     cos: Any  # cosines <f_hat, w_hat_j>           [N, C]
     q: Any  # softmax of the margin logits         [N, C]
-    onehot: Any  # target indicator                 [N, C]
+    complement: Any  # 1 - q_t, accurate as q_t -> 1 [N]
+    onehot: Any  # target indicator (bool)          [N, C]
     weight: Any  # 1, or 0 where ignored            [N]
     losses: Any  # per example                      [...]
     denominator: Any
@@ -224,15 +225,14 @@ class AMSoftmaxLoss(Function):
         cos = xp.matmul(f_hat, xp.matrix_transpose(w_hat))
         onehot = _onehot(target, num_classes, xp=xp)
         psi = s * (cos - xp.where(onehot, xp.full_like(cos, m), xp.zeros_like(cos)))
-        _, psi_hat, e, ssum = shifted_exp(psi, None, xp=xp)
-        psi_t = xp.take_along_axis(psi_hat, xp.expand_dims(target, axis=-1), axis=-1)
-        losses = safe_mul(weight, neg_log_probs(psi_t, ssum, xp=xp)[:, 0], xp=xp)
+        rows = shift_rows(psi, xp=xp)
+        losses = safe_mul(weight, rows.neg_log_prob_at(target), xp=xp)
         losses = xp.reshape(losses, tuple(t.shape))
         denominator = xp.sum(weight) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
             xp, tuple(value.shape), dtype, reduction, s, f_hat, f_norm, w_hat, w_norm, cos,
-            probabilities(e, ssum, xp=xp), xp.astype(onehot, dtype), weight, losses,
+            rows.probabilities(), rows.complement_at(target), onehot, weight, losses,
             denominator, tuple(f.shape), out_dtypes,
         )
         return xp.astype(value, out_dtypes["features"]), res
@@ -242,7 +242,9 @@ class AMSoftmaxLoss(Function):
         g = prepare_cotangent(r, cotangent, r.f_hat)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         coef = xp.reshape(g_loss * xp.ones_like(r.losses), (-1,)) * r.weight * r.scale
-        big_g = safe_mul(xp.expand_dims(coef, axis=-1), r.q - r.onehot, xp=xp)  # dL/dcos [N, C]
+        # dL/dcos = coef (q - e_t), the target's q_t - 1 taken as -(1 - q_t) (accurate as q_t -> 1)
+        q_minus_onehot = xp.where(r.onehot, xp.expand_dims(-r.complement, axis=-1), r.q)
+        big_g = safe_mul(xp.expand_dims(coef, axis=-1), q_minus_onehot, xp=xp)  # [N, C]
         a = xp.matmul(big_g, r.w_hat)  # dL/df_hat
         d_f = (a - xp.sum(big_g * r.cos, axis=-1, keepdims=True) * r.f_hat) / r.f_norm
         b = xp.matmul(xp.matrix_transpose(big_g), r.f_hat)  # dL/dw_hat [C, D]

@@ -13,6 +13,7 @@ from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._shifted import exp_minus
 from refsoftmax._validation import check_choice
 from refsoftmax.backends import inplace
 
@@ -28,7 +29,9 @@ class _Residuals(Residuals):
     inputs: Any
     target: Any  # [B] int64, 0 where ignored
     rows: Any  # [B] bool: rows with a gradient (not ignored, not empty)
-    lse: Any  # log-sum-exp of each row over all classes
+    m: Any  # [B] row maximum of the logits (0 in empty rows)
+    s: Any  # [B] Σ_c e^{z_c - m} (1 + r)
+    neg_log_p: Any  # [B] -log p_t, for p_t - 1 = expm1(-(-log p_t)) without cancellation
     chunk: int
     reduction: str
     losses: Any
@@ -173,8 +176,10 @@ class LinearSoftmaxCrossEntropy(Function):
         x = xp.astype(x, dtype, copy=False)
         valid = xp.astype(valid_b, dtype)
 
+        # a streaming log-sum-exp: per row the running maximum m and r = s - 1, the sum of
+        # e^{z - m} over every class seen except one copy of the maximum (see _shifted.py)
         m = xp.full((batch,), -xp.inf, dtype=dtype, device=x.device)
-        s = xp.zeros((batch,), dtype=dtype, device=x.device)
+        r = xp.zeros((batch,), dtype=dtype, device=x.device)
         z_t = xp.zeros((batch,), dtype=dtype, device=x.device)
         for start in range(0, num_classes, chunk):
             stop = min(start + chunk, num_classes)
@@ -183,23 +188,32 @@ class LinearSoftmaxCrossEntropy(Function):
             local = xp.clip(target - start, 0, stop - start - 1)
             picked = xp.take_along_axis(logits, xp.expand_dims(local, axis=1), axis=1)[:, 0]
             z_t = xp.where(here, picked, z_t)
-            m_new = xp.maximum(m, xp.max(logits, axis=1))
+            m_chunk = xp.max(logits, axis=1)
+            m_new = xp.maximum(m, m_chunk)
             m_safe = xp.where(m_new == -xp.inf, xp.zeros_like(m_new), m_new)
-            logits -= xp.expand_dims(m_safe, axis=1)  # the chunk's own buffer: no [B, chunk] temporary
-            s = s * xp.exp(m - m_safe) + xp.sum(inplace.exp_(logits), axis=1)
+            at_max = logits == xp.expand_dims(m_new, axis=1)
+            ties = xp.sum(xp.astype(at_max, dtype), axis=1)
+            e = exp_minus(logits, xp.expand_dims(m_safe, axis=1), xp=xp)
+            chunk_rest = xp.sum(xp.where(at_max, xp.zeros_like(e), e), axis=1)
+            # the maximum moved into this chunk: the old terms (r and the old maximum's 1)
+            # rescale by e^{m - m_new}, and one of the chunk's maxima is the new excluded 1
+            moved = m_chunk > m
+            scale = exp_minus(xp.where(moved, m, m_safe), m_safe, xp=xp)
+            r = xp.where(moved, (1.0 + r) * scale + chunk_rest + (ties - 1.0), r + chunk_rest + ties)
+            r = xp.where(m_new == -xp.inf, xp.zeros_like(r), r)  # nothing finite yet
             m = m_new
-        empty = s == 0  # every logit of the row is -inf: no class to normalise over
+        empty = m == -xp.inf  # every logit of the row is -inf: no class to normalise over
         safe_m = xp.where(empty, xp.zeros_like(m), m)
-        neg_log_p = (safe_m - z_t) + xp.log(xp.where(empty, xp.ones_like(s), s))
+        # -log p_t = (m - z_t) + log1p(r): two non-negative terms, exact to rounding
+        neg_log_p = (safe_m - z_t) + xp.log1p(r)
         neg_log_p = xp.where(empty, xp.full_like(neg_log_p, xp.inf), neg_log_p)
         losses = xp.where(valid_b, neg_log_p, xp.zeros_like(neg_log_p))
-        lse = xp.where(empty, xp.full_like(m, xp.inf), m + xp.log(xp.where(empty, xp.ones_like(s), s)))
         rows = valid_b & ~empty  # rows that receive a gradient
         denominator = xp.sum(valid) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
-            xp, tuple(value.shape), dtype, w, b, x, target, rows, lse, chunk, reduction,
-            losses, denominator, out_dtypes,
+            xp, tuple(value.shape), dtype, w, b, x, target, rows, safe_m, 1.0 + r, neg_log_p,
+            chunk, reduction, losses, denominator, out_dtypes,
         )
         return xp.astype(value, out_dtypes["weights"]), res
 
@@ -208,12 +222,14 @@ class LinearSoftmaxCrossEntropy(Function):
         g = prepare_cotangent(r, cotangent, r.inputs)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_rows = xp.where(r.rows, g_loss, xp.zeros_like(g_loss))  # [B]
-        g_col = xp.expand_dims(g_rows, axis=1)
         # rows without a gradient (ignored, empty) must not leak NaN/inf into dW through 0 * x
         all_rows = bool(xp.all(r.rows))
         no_gradient = xp.expand_dims(~r.rows, axis=1)
         inputs = r.inputs if all_rows else xp.where(~no_gradient, r.inputs, xp.zeros_like(r.inputs))
-        lse = xp.expand_dims(r.lse, axis=1)
+        m = xp.expand_dims(r.m, axis=1)
+        g_over_s = xp.expand_dims(g_rows / r.s, axis=1)
+        # the target's g (p_t - 1) = g expm1(log p_t): accurate as p_t -> 1
+        spike = g_rows * xp.expm1(-r.neg_log_p)
         num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
         writable = array_api_compat.is_writeable_array(r.weights)
@@ -224,10 +240,15 @@ class LinearSoftmaxCrossEntropy(Function):
         # the softmax part g p, chunk by chunk, in the recomputed logits' own buffer
         for start in range(0, num_classes, r.chunk):
             stop = min(start + r.chunk, num_classes)
-            grad = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
-            grad -= lse
-            grad = inplace.exp_(grad)  # p = exp(z - lse)
-            grad *= g_col
+            logits = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
+            grad = exp_minus(logits, m, xp=xp)  # e^{z - m} to ~1 ulp
+            grad *= g_over_s  # g p
+            here = (r.target >= start) & (r.target < stop)
+            if bool(xp.any(here)):  # the label part: p_t - 1 replaces p_t in the target's column
+                local = xp.clip(r.target - start, 0, stop - start - 1)
+                column = xp.arange(stop - start, device=grad.device, dtype=local.dtype)
+                is_t = (xp.expand_dims(local, axis=1) == column) & xp.expand_dims(here, axis=1)
+                grad = xp.where(is_t, xp.expand_dims(spike, axis=1), grad)
             if not all_rows:
                 grad = inplace.fill_where_(grad, no_gradient, 0.0)
             d_inputs += xp.matmul(grad, r.weights[start:stop, :])
@@ -242,11 +263,6 @@ class LinearSoftmaxCrossEntropy(Function):
         if not writable:
             d_w = xp.concat(d_w_parts, axis=0)
             d_b = xp.concat(d_b_parts, axis=0)
-        # the label part −g e_t, once per row: −g W_t into dx; −g x and −g into row t of dW, db
-        # (a scatter that accumulates: several examples may share a label)
-        d_inputs -= g_col * xp.take(r.weights, r.target, axis=0)
-        d_w = inplace.scatter_add_(d_w, r.target, -g_col * inputs)
-        d_b = inplace.scatter_add_(d_b, r.target, -g_rows)
         out = {
             "weights": xp.astype(d_w, r.out_dtypes["weights"], copy=False),
             "inputs": xp.astype(d_inputs, r.out_dtypes["inputs"], copy=False),

@@ -6,7 +6,6 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._cross_entropy import neg_log_probs
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
@@ -17,6 +16,7 @@ from refsoftmax._sampled_logits import (
     prepare_sampled_call,
     sampled_logits,
 )
+from refsoftmax._shifted import shift_rows
 from refsoftmax._validation import check_choice
 from refsoftmax.backends import inplace
 
@@ -32,6 +32,7 @@ class _Residuals(Residuals):
     e_true: Any  # exp of the max-shifted true columns         [B, T]
     e_sampled: Any  # ... of the sampled columns, 0 where removed [B, S]
     s: Any  # row normaliser: sum of both                       [B, 1]
+    complement: Any  # 1 - p of the true column when T = 1, else None [B]
     losses: Any
 
 
@@ -191,19 +192,21 @@ class SampledSoftmaxLoss(Function):
         o_sampled = sampled_logits(call, correction)
         if remove_accidental_hits:  # a removed column is a -inf logit: exp gives exactly 0
             o_sampled = inplace.fill_where_(o_sampled, call.hits, -math.inf)
-        # max-shift over both blocks; a row with no finite column is shifted by 0 (s = 0)
-        m = xp.maximum(xp.max(o_true, axis=1, keepdims=True), xp.max(o_sampled, axis=1, keepdims=True))
-        m = xp.where(m == -xp.inf, xp.zeros_like(m), m)
-        zhat_true = o_true - m
-        e_true = xp.exp(zhat_true)
-        o_sampled -= m
-        e_sampled = inplace.exp_(o_sampled)
-        s = xp.sum(e_true, axis=1, keepdims=True) + xp.sum(e_sampled, axis=1, keepdims=True)
+        # both blocks shifted together; a row with no finite column has s = 0
+        num_true = o_true.shape[1]
+        rows = shift_rows(xp.concat([o_true, o_sampled], axis=1), xp=xp)
+        e_true, e_sampled = rows.e[:, :num_true], rows.e[:, num_true:]
+        s = rows.s
         # the label puts 1/T on each true column and 0 on every sampled one
-        losses = xp.sum(neg_log_probs(zhat_true, s, xp=xp), axis=1) / call.num_true
+        losses = xp.sum(rows.neg_log_probs()[:, :num_true], axis=1) / call.num_true
+        # with one true column, its gradient p_t - 1 is taken as -(1 - p_t) (accurate as p_t -> 1)
+        first = xp.zeros((o_true.shape[0],), dtype=xp.int64, device=s.device)
+        complement = rows.complement_at(first) if num_true == 1 else None
         denominator = xp.asarray(float(call.inputs.shape[0]), dtype=dtype, device=s.device)
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
-        res = _Residuals(xp, tuple(value.shape), dtype, call, reduction, e_true, e_sampled, s, losses)
+        res = _Residuals(
+            xp, tuple(value.shape), dtype, call, reduction, e_true, e_sampled, s, complement, losses
+        )
         return xp.astype(value, call.out_dtypes["weights"]), res
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
@@ -216,7 +219,10 @@ class SampledSoftmaxLoss(Function):
         live = r.s != 0
         g_row = xp.where(live, xp.expand_dims(g_loss, axis=1), xp.zeros_like(r.s))
         coef = g_row / xp.where(live, r.s, xp.ones_like(r.s))
-        g_true = r.e_true * coef - g_row / r.call.num_true
+        if r.complement is None:
+            g_true = r.e_true * coef - g_row / r.call.num_true
+        else:  # one true column: g (p_t - 1) = -g (1 - p_t)
+            g_true = -g_row * xp.expand_dims(r.complement, axis=1)
         g_sampled = r.e_sampled * coef
         silent = (g_row == 0) & xp.isnan(r.s)  # 0 · NaN: a NaN row whose cotangent is 0
         if bool(xp.any(silent)):  # gives exactly 0, so it cannot pollute the weight gradients

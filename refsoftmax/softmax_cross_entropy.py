@@ -9,16 +9,15 @@ from typing import Any
 from refsoftmax._arrays import resolve
 from refsoftmax._cross_entropy import (
     check_common_options,
-    neg_log_probs,
-    probabilities,
+    onehot,
     safe_mul,
     smoothing_weights,
 )
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._shifted import shift_rows
 from refsoftmax._validation import check_axis, check_class_weights, check_where, first_offender
-from refsoftmax.softmax import shifted_exp
 
 __all__ = ["SoftmaxCrossEntropy", "softmax_cross_entropy"]
 
@@ -31,6 +30,8 @@ class _Residuals(Residuals):
     reduction: str
     mode: str
     p: Any  # softmax over the allowed classes, 0 in empty rows      [..., C]
+    top: Any  # index of the (first) most probable class               [...]
+    complement: Any  # 1 - p_top, accurate when p_top -> 1             [...]
     neg_log_p: Any  # -log p, +inf on masked classes and empty rows   [..., C]
     coef: Any  # w_c q_c                                               [..., C]
     class_weights: Any  # [C] or None
@@ -215,15 +216,15 @@ class SoftmaxCrossEntropy(Function):
         if arrays["class_weights"] is not None:
             w = check_class_weights(xp, arrays["class_weights"], z.shape[-1], dtype)
 
-        _, zhat, e, s = shifted_exp(z, allowed, xp=xp)
-        neg_log_p = neg_log_probs(zhat, s, xp=xp)
+        rows = shift_rows(z, allowed, xp=xp)
+        neg_log_p = rows.neg_log_probs()
         eps_row, spread = smoothing_weights(
             allowed, z.shape[-1], eps, label_smoothing_mode, xp=xp, like=z
         )
         if label_smoothing_mode == "uniform":
             base = xp.ones_like(y)
         else:
-            base = xp.sum(y, axis=-1, keepdims=True) - y  # label mass not on the class
+            base = _sum_over_others(y, xp=xp)  # label mass not on the class
         q = safe_mul(1.0 - eps_row, y, xp=xp) + eps_row * spread * base
         coef = q if w is None else w * q
         losses = xp.sum(safe_mul(coef, neg_log_p, xp=xp), axis=-1)
@@ -236,10 +237,12 @@ class SoftmaxCrossEntropy(Function):
                 denominator = xp.asarray(math.prod(losses.shape), dtype=dtype, device=z.device)
         value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
 
-        grad_mask = s != 0 if allowed is None else (s != 0) & allowed
+        grad_mask = ~rows.empty if allowed is None else (~rows.empty) & allowed
+        top = xp.argmax(rows.zhat, axis=-1)  # the (first) most probable class: p_top may be ~1
         res = _Residuals(
             xp, tuple(value.shape), dtype, axis, arrays["logits"].dtype, arrays["labels"].dtype,
-            reduction, label_smoothing_mode, probabilities(e, s, xp=xp), neg_log_p, coef, w,
+            reduction, label_smoothing_mode, rows.probabilities(), top, rows.complement_at(top),
+            neg_log_p, coef, w,
             eps_row, spread, grad_mask, losses, denominator,
             reduction == "mean" and mean_denominator == "weights",
         )
@@ -251,8 +254,16 @@ class SoftmaxCrossEntropy(Function):
         g_loss, g_denominator = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_loss = xp.expand_dims(g_loss, axis=-1)
 
+        # ∂ℓ/∂z_j = W p_j - c_j.  Only the most probable class can have p_j ≈ 1, where
+        # W p_j - c_j would cancel (p_t - 1 for a one-hot label): there it is taken as
+        # (Σ_{c≠j} c_c) p_j - c_j (1 - p_j), each factor computed without cancellation.
         total = xp.sum(r.coef, axis=-1, keepdims=True)
-        d_logits = safe_mul(g_loss, total * r.p - r.coef, xp=xp)
+        is_top = onehot(r.top, r.p.shape[-1], xp=xp)
+        others = xp.sum(xp.where(is_top, xp.zeros_like(r.coef), r.coef), axis=-1, keepdims=True)
+        complement = xp.expand_dims(r.complement, axis=-1)
+        at_top = safe_mul(others, r.p, xp=xp) - safe_mul(r.coef, complement * xp.ones_like(r.p), xp=xp)
+        d_logits = xp.where(is_top, at_top, safe_mul(total, r.p, xp=xp) - r.coef)
+        d_logits = safe_mul(g_loss, d_logits, xp=xp)
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
 
         # dℓ/dy_c = (1-ε) w_c (-log p_c) + [others] ε Σ_{j≠c} u_j w_j (-log p_j)
@@ -271,13 +282,18 @@ class SoftmaxCrossEntropy(Function):
 
 
 def _sum_over_others(t: Any, *, xp: Any) -> Any:
-    """``Σ_{j≠c} t_j`` for every c along the last axis, exact when some ``t_j`` are +∞."""
-    infinite = xp.isinf(t)
-    finite_sum = xp.sum(xp.where(infinite, xp.zeros_like(t), t), axis=-1, keepdims=True)
-    n_inf = xp.sum(xp.astype(infinite, t.dtype), axis=-1, keepdims=True)
-    others_inf = (n_inf - xp.astype(infinite, t.dtype)) > 0
-    rest = finite_sum - xp.where(infinite, xp.zeros_like(t), t)
-    return xp.where(others_inf, xp.full_like(t, xp.inf), rest)
+    """``Σ_{j≠c} t_j`` for every c along the last axis, for ``t ≥ 0`` (NaN propagates).
+
+    Formed as (sum before c) + (sum after c) from two cumulative sums, never as
+    "row sum minus own term": that difference loses every digit when ``t_c``
+    dominates the row (−log p of a class next to a −1e9 masking logit), and is
+    NaN when ``t_c = +∞``.  Here a +∞ elsewhere in the row gives +∞, and
+    ``t_c`` itself never enters.
+    """
+    before = xp.cumulative_sum(t, axis=-1, include_initial=True)[..., :-1]
+    after = xp.flip(xp.cumulative_sum(xp.flip(t, axis=-1), axis=-1, include_initial=True), axis=-1)[..., 1:]
+    return before + after
+
 
 
 softmax_cross_entropy = SoftmaxCrossEntropy()

@@ -10,8 +10,6 @@ from refsoftmax._arrays import resolve
 from refsoftmax._cross_entropy import (
     CLASS_WEIGHTINGS,
     check_common_options,
-    neg_log_probs,
-    probabilities,
     safe_mul,
     smoothing_weights,
 )
@@ -19,13 +17,13 @@ from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._shifted import shift_rows
 from refsoftmax._validation import (
     check_axis,
     check_choice,
     check_class_weights,
     check_where,
 )
-from refsoftmax.softmax import shifted_exp
 
 __all__ = ["SparseSoftmaxCrossEntropy", "sparse_softmax_cross_entropy"]
 
@@ -36,6 +34,7 @@ class _Residuals(Residuals):
     logits_dtype: Any
     reduction: str
     p: Any  # softmax over the allowed classes, 0 in empty rows    [..., C]
+    complement: Any  # 1 - p_t, accurate when p_t -> 1                [...]
     target: Any  # class index, 0 where ignored                     [...]
     kappa: Any  # coefficient of the target class                    [...]
     smooth: Any  # smoothing coefficients, or None without smoothing [..., C]
@@ -186,9 +185,15 @@ class SparseSoftmaxCrossEntropy(Function):
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_loss = xp.expand_dims(g_loss, axis=-1)
         kappa = xp.expand_dims(r.kappa, axis=-1)
-        total = kappa if r.smooth is None else kappa + xp.sum(r.smooth, axis=-1, keepdims=True)
+        # the target's κ (p_t - 1) as -κ (1 - p_t): accurate when p_t -> 1 (confident examples)
+        spike = -safe_mul(kappa, xp.expand_dims(r.complement, axis=-1), xp=xp)
+        total = kappa
+        if r.smooth is not None:
+            sigma = xp.sum(r.smooth, axis=-1, keepdims=True)
+            total = kappa + sigma
+            spike = spike + safe_mul(sigma, r.p, xp=xp)
         onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
-        d_logits = safe_mul(total, r.p, xp=xp) - xp.where(onehot, kappa, xp.zeros_like(r.p))
+        d_logits = xp.where(onehot, spike, safe_mul(total, r.p, xp=xp))
         if r.smooth is not None:
             d_logits = d_logits - r.smooth
         d_logits = safe_mul(g_loss, d_logits, xp=xp)
@@ -312,9 +317,8 @@ def _forward(c: _Call) -> tuple[Any, _Residuals]:
     """The definition: the array-API forward pass, saving what ``backward`` needs."""
     xp, z = c.xp, c.z
     num_classes = z.shape[-1]
-    _, zhat, e, s = shifted_exp(z, c.allowed, xp=xp)
-    zhat_t = xp.take_along_axis(zhat, xp.expand_dims(c.target, axis=-1), axis=-1)
-    neg_log_p_t = neg_log_probs(zhat_t, s, xp=xp)[..., 0]
+    rows = shift_rows(z, c.allowed, xp=xp)
+    neg_log_p_t = rows.neg_log_prob_at(c.target)
 
     smooth = None
     kappa = c.w_t
@@ -328,13 +332,14 @@ def _forward(c: _Call) -> tuple[Any, _Residuals]:
         kappa = (1.0 - eps_row[..., 0]) * c.w_t
     losses = safe_mul(kappa, neg_log_p_t, xp=xp)
     if smooth is not None:
-        losses = losses + xp.sum(safe_mul(smooth, neg_log_probs(zhat, s, xp=xp), xp=xp), axis=-1)
+        losses = losses + xp.sum(safe_mul(smooth, rows.neg_log_probs(), xp=xp), axis=-1)
     value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
 
-    grad_mask = s != 0 if c.allowed is None else (s != 0) & c.allowed
+    grad_mask = ~rows.empty if c.allowed is None else (~rows.empty) & c.allowed
     res = _Residuals(
         xp, tuple(value.shape), z.dtype, c.axis, c.logits_dtype, c.reduction,
-        probabilities(e, s, xp=xp), c.target, kappa, smooth, grad_mask, losses, c.denominator,
+        rows.probabilities(), rows.complement_at(c.target), c.target, kappa, smooth, grad_mask,
+        losses, c.denominator,
     )
     return xp.astype(value, c.logits_dtype), res
 

@@ -7,10 +7,10 @@ import numbers
 from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._cross_entropy import neg_log_probs, probabilities, safe_mul
+from refsoftmax._cross_entropy import safe_mul
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax.softmax import shifted_exp
+from refsoftmax._shifted import shift_rows
 from refsoftmax.sparse_softmax_cross_entropy import _Call, _onehot, _prepare
 
 __all__ = ["TemperatureSoftmaxCrossEntropy", "temperature_softmax_cross_entropy"]
@@ -58,6 +58,7 @@ class CEResiduals(Residuals):
     logits_dtype: Any
     reduction: str
     p: Any  # softmax over the kept classes, 0 elsewhere and in empty rows  [..., C]
+    complement: Any  # 1 - p_t, accurate when p_t -> 1                       [...]
     target: Any  # class index, 0 where ignored                              [...]
     weight: Any  # 1, or 0 where ignored                                     [...]
     grad_mask: Any  # classes whose logit receives a gradient                [..., C]
@@ -67,24 +68,24 @@ class CEResiduals(Residuals):
 
 
 def restricted_ce_forward(
-    c: _Call, z: Any, allowed: Any | None, scale: float
+    c: _Call, z: Any, allowed: Any | None, scale: float, *, temperature: float = 1.0
 ) -> tuple[Any, CEResiduals]:
     r"""Per-example :math:`-\log\operatorname{softmax}_K(z)_t` over the classes ``allowed``.
 
-    ``z`` is the transformed logits (classes last, compute dtype); ``scale``
-    is the constant :math:`\partial z/\partial\,\text{logits}` the backward
-    applies.  Returns the reduced value (in the logits' dtype) and residuals.
+    ``z`` is the transformed logits (classes last, compute dtype), divided
+    by ``temperature`` after the max-shift; ``scale`` is the constant
+    :math:`\partial z/\partial\,\text{logits}` the backward applies.
+    Returns the reduced value (in the logits' dtype) and residuals.
     """
     xp = c.xp
-    _, zhat, e, s = shifted_exp(z, allowed, xp=xp)
-    zhat_t = xp.take_along_axis(zhat, xp.expand_dims(c.target, axis=-1), axis=-1)
-    losses = safe_mul(c.valid_f, neg_log_probs(zhat_t, s, xp=xp)[..., 0], xp=xp)
+    rows = shift_rows(z, allowed, xp=xp, temperature=temperature)
+    losses = safe_mul(c.valid_f, rows.neg_log_prob_at(c.target), xp=xp)
     value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
-    grad_mask = s != 0 if allowed is None else (s != 0) & allowed
+    grad_mask = ~rows.empty if allowed is None else (~rows.empty) & allowed
     res = CEResiduals(
         xp, tuple(value.shape), z.dtype, c.axis, c.logits_dtype, c.reduction,
-        probabilities(e, s, xp=xp), c.target, c.valid_f, grad_mask, scale, losses,
-        c.denominator,
+        rows.probabilities(), rows.complement_at(c.target), c.target, c.valid_f, grad_mask,
+        scale, losses, c.denominator,
     )
     return xp.astype(value, c.logits_dtype), res
 
@@ -96,7 +97,9 @@ def restricted_ce_backward(r: CEResiduals, cotangent: Any) -> Any:
     g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
     coef = xp.expand_dims(g_loss * r.weight * r.scale, axis=-1)
     onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
-    d_logits = safe_mul(coef, r.p, xp=xp) - xp.where(onehot, coef, xp.zeros_like(r.p))
+    # p - e_t, with the target's p_t - 1 = -(1 - p_t) from the accurate complement
+    spike = xp.expand_dims(-r.complement, axis=-1)
+    d_logits = safe_mul(coef, xp.where(onehot, spike, r.p), xp=xp)
     d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
     return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)
 
@@ -210,10 +213,8 @@ class TemperatureSoftmaxCrossEntropy(Function):
         t = check_positive("temperature", temperature)
         c = prepare_sparse(logits, labels, axis=axis, ignore_index=ignore_index,
                            reduction=reduction)
-        xp = c.xp
-        m = xp.max(c.z, axis=-1, keepdims=True)  # shift before dividing: (z - max z) / T is <= 0
-        m = xp.where((m == -xp.inf) | (m == xp.inf), xp.zeros_like(m), m)
-        return restricted_ce_forward(c, (c.z - m) / t, None, 1.0 / t)
+        # the rows are (z - max z) / T: shifted before dividing, the shift's error kept
+        return restricted_ce_forward(c, c.z, None, 1.0 / t, temperature=t)
 
     def backward(self, residuals: CEResiduals, cotangent: Any) -> dict[str, Any]:
         return {"logits": restricted_ce_backward(residuals, cotangent)}
