@@ -29,6 +29,9 @@ The weight and bias gradients are returned as :class:`~refsoftmax.row_sparse.Row
 with one entry per true label and per (shared) candidate, summed on
 ``to_dense()``; with shared candidates the candidate rows are first reduced
 over the batch, :math:`\sum_i G_{i,T+k} x_i = (G_{:,T:}^\top X)_k`.
+
+:func:`draw` is the losses' default sample when the caller passes no
+``sampled_values``.
 """
 
 from __future__ import annotations
@@ -43,10 +46,10 @@ from refsoftmax._labels import class_indices
 from refsoftmax._validation import first_offender
 from refsoftmax.row_sparse import RowSparse
 
-__all__ = ["SampledCall", "logits_backward", "prepare_sampled_call", "sampled_logits"]
+__all__ = ["SampledCall", "draw", "logits_backward", "prepare_sampled_call", "sampled_logits"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class SampledCall:
     """A validated sampled-loss call with the gathered rows and the logits."""
 
@@ -73,6 +76,16 @@ class SampledCall:
     def logits(self) -> Any:
         """``[B, T + S]``: the true and the sampled columns side by side, before the correction."""
         return corrected_logits(self, None, None)
+
+
+def draw(labels: Any, num_sampled: int, num_classes: int, *, sampler: Any, unique: bool,
+         seed: int | None) -> tuple[Any, Any]:
+    """Sample with ``sampler`` (default: log-uniform over ``num_classes``); return (values, sampler)."""
+    from refsoftmax import samplers
+
+    if sampler is None:
+        sampler = samplers.LogUniformSampler(num_classes)
+    return sampler.sample(labels, num_sampled, unique=unique, seed=seed), sampler
 
 
 def _check_int(name: str, value: Any, minimum: int) -> int:
@@ -173,9 +186,12 @@ def prepare_sampled_call(
         true_logits = true_logits + xp.reshape(xp.take(b, xp.reshape(y, (-1,))), (batch, num_true))
         sampled_b = xp.reshape(xp.take(b, xp.reshape(cand, (-1,))), tuple(cand.shape))
     return SampledCall(
-        xp, dtype, out_dtypes, num_classes, num_true, per_example, x, y, cand, true_w, sampled_w,
-        true_logits, sampled_logits, sampled_b, hits, b is not None,
-        xp.astype(true_ec, dtype), xp.astype(sampled_ec, dtype),
+        xp=xp, dtype=dtype, out_dtypes=out_dtypes, num_classes=num_classes, num_true=num_true,
+        per_example=per_example, inputs=x, labels=y, candidates=cand, true_w=true_w,
+        sampled_w=sampled_w, true_logits=true_logits, sampled_dot=sampled_logits,
+        sampled_bias=sampled_b, hits=hits, has_biases=b is not None,
+        true_expected_count=xp.astype(true_ec, dtype),
+        sampled_expected_count=xp.astype(sampled_ec, dtype),
     )
 
 
@@ -251,18 +267,20 @@ def logits_backward(call: SampledCall, g_true: Any, g_sampled: Any) -> dict[str,
     indices = xp.concat([xp.reshape(call.labels, (-1,)), xp.reshape(call.candidates, (-1,))])
     out: dict[str, Any] = {
         "weights": RowSparse(
-            indices,
-            xp.astype(xp.concat([true_rows, sampled_rows], axis=0), call.out_dtypes["weights"], copy=False),
-            call.num_classes,
+            indices=indices,
+            values=xp.astype(
+                xp.concat([true_rows, sampled_rows], axis=0), call.out_dtypes["weights"], copy=False
+            ),
+            num_rows=call.num_classes,
         ),
         "inputs": xp.astype(d_inputs, call.out_dtypes["inputs"], copy=False),
     }
     if call.has_biases:
         out["biases"] = RowSparse(
-            indices,
-            xp.astype(
+            indices=indices,
+            values=xp.astype(
                 xp.concat([xp.reshape(g_true, (-1,)), sampled_bias]), call.out_dtypes["biases"], copy=False
             ),
-            call.num_classes,
+            num_rows=call.num_classes,
         )
     return out

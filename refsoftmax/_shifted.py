@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Rows", "exp_minus", "shift_rows"]
+__all__ = ["Rows", "backend_kernel", "exp_minus", "shift_rows"]
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,19 @@ class Rows:
         return out[..., 0]
 
 
+def backend_kernel(xp: Any, name: str) -> Any:
+    """The backend's optional kernel ``name`` for the namespace ``xp``, or ``None``.
+
+    A kernel (e.g. NumPy's, :mod:`refsoftmax.backends.numpy_kernels`) re-schedules the
+    arithmetic of this module in row blocks, so that no ``[..., C]`` temporary exists; it
+    returns ``None`` for inputs it does not handle (a row whose maximum is infinite), and the
+    caller then runs the array-API code.
+    """
+    from refsoftmax import backends
+
+    return getattr(backends.for_namespace(xp), name, None)
+
+
 def shift_rows(z: Any, allowed: Any | None = None, *, xp: Any, temperature: float = 1.0) -> Rows:
     r"""Max-shift the last axis of ``z`` (classes where ``allowed`` is false at :math:`-\infty`).
 
@@ -116,12 +129,24 @@ def shift_rows(z: Any, allowed: Any | None = None, *, xp: Any, temperature: floa
     quotients (none when :math:`T` is a power of two).
 
     A row with no finite maximum (all :math:`-\infty`) is shifted by 0 and has
-    ``s = 0``.  A :math:`+\infty` entry makes the row's shifted values NaN
-    (:math:`\infty - \infty`), as does a NaN entry.
+    ``s = 0``.  A NaN entry makes the row NaN.  A row with :math:`k \ge 1`
+    (allowed) entries at :math:`+\infty` and no NaN is its limit along
+    :math:`z_i = c + t`, :math:`t \to \infty` (equal infinities share
+    equally): its rows are those of 0 on the infinite entries and
+    :math:`-\infty` elsewhere, so :math:`p = 1/k` there and 0 elsewhere,
+    :math:`-\log p = \log k` or :math:`+\infty`, and :math:`1 - p_t` is
+    :math:`(k-1)/k` or 1 (not the NaN of :math:`\infty - \infty`).  The
+    shift ``m`` of such a row is 0: a caller that needs the log-sum-exp itself
+    sets it to :math:`+\infty`.
     """
+    neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=z.device)
     if allowed is not None:
-        z = xp.where(allowed, z, xp.asarray(-xp.inf, dtype=z.dtype, device=z.device))
-    m = xp.max(z, axis=-1, keepdims=True)
+        z = xp.where(allowed, z, neg_inf)
+    m = xp.max(z, axis=-1, keepdims=True)  # NaN in a row with a NaN (every backend propagates it)
+    limit = m == xp.inf  # rows with a +inf entry and no NaN
+    if bool(xp.any(limit)):  # the limit rows: 0 on the +inf entries, -inf elsewhere
+        z = xp.where(limit, xp.where(z == xp.inf, xp.zeros_like(z), neg_inf), z)
+        m = xp.where(limit, xp.zeros_like(m), m)
     empty = m == -xp.inf  # no allowed class (a NaN row has a NaN maximum and stays NaN)
     m = xp.where(empty, xp.zeros_like(m), m)
     zhat, err, e = _exp_minus(z, m, xp=xp, temperature=temperature)
@@ -159,5 +184,8 @@ def _exp_minus(z: Any, m: Any, *, xp: Any, temperature: float = 1.0) -> tuple[An
         zhat = zhat / temperature
         err = xp.where(xp.isfinite(zhat), err / temperature, xp.zeros_like(err))  # zhat/T overflowed
     e = xp.exp(zhat)
-    e = e + e * err  # e^{ẑ+δ} = e^{ẑ}(1 + δ) to first order; |δ| ≤ ulp(ẑ)/2
+    # e^{ẑ+δ} = e^{ẑ}(1 + δ) to first order (|δ| ≤ ulp(ẑ)/2).  Not e + e * δ: below e^-678 the
+    # product e * δ is subnormal, which backends that flush subnormals to zero (XLA on the CPU)
+    # drop, losing the correction (455 ulps at a margin of 700)
+    e = e * (1.0 + err)
     return zhat, err, e

@@ -10,6 +10,7 @@ __all__ = [
     "check_axis",
     "check_choice",
     "check_class_weights",
+    "check_positive",
     "check_probability",
     "check_where",
     "first_offender",
@@ -32,6 +33,24 @@ def check_probability(name: str, value: Any) -> float:
     value = float(value)
     if not (math.isfinite(value) and 0.0 <= value <= 1.0):
         msg = f"{name} must be in [0, 1], got {value!r}"
+        raise ValueError(msg)
+    return value
+
+
+def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
+    """A finite Python real number ``> 0`` (``>= 0`` with ``allow_zero``), as a float.
+
+    ``TypeError`` for anything that is not a real number (booleans included),
+    ``ValueError`` for a non-finite or out-of-range value; both name ``name``.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        msg = f"{name} must be a real number, got {value!r}"
+        raise TypeError(msg)
+    value = float(value)
+    ok = value >= 0.0 if allow_zero else value > 0.0
+    if not (math.isfinite(value) and ok):
+        bound = ">= 0" if allow_zero else "> 0"
+        msg = f"{name} must be finite and {bound}, got {value!r}"
         raise ValueError(msg)
     return value
 

@@ -6,20 +6,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._arrays import resolve
-from refsoftmax._cross_entropy import safe_mul
+from refsoftmax._cross_entropy import onehot, safe_mul
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._shifted import shift_rows
-from refsoftmax._validation import check_choice
-from refsoftmax.sparse_softmax_cross_entropy import _onehot
-from refsoftmax.temperature_softmax import check_positive
+from refsoftmax._validation import check_choice, check_positive
 
 __all__ = ["AMSoftmaxLoss", "am_softmax_loss"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Residuals(Residuals):
     reduction: str
     scale: float
@@ -223,17 +221,19 @@ class AMSoftmaxLoss(Function):
         target = xp.reshape(target, (-1,))
         weight = xp.astype(valid, dtype)
         cos = xp.matmul(f_hat, xp.matrix_transpose(w_hat))
-        onehot = _onehot(target, num_classes, xp=xp)
-        psi = s * (cos - xp.where(onehot, xp.full_like(cos, m), xp.zeros_like(cos)))
+        at_target = onehot(target, num_classes, xp=xp)
+        psi = s * (cos - xp.where(at_target, xp.full_like(cos, m), xp.zeros_like(cos)))
         rows = shift_rows(psi, xp=xp)
         losses = safe_mul(weight, rows.neg_log_prob_at(target), xp=xp)
         losses = xp.reshape(losses, tuple(t.shape))
         denominator = xp.sum(weight) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
-            xp, tuple(value.shape), dtype, reduction, s, f_hat, f_norm, w_hat, w_norm, cos,
-            rows.probabilities(), rows.complement_at(target), onehot, weight, losses,
-            denominator, tuple(f.shape), out_dtypes,
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, reduction=reduction,
+            scale=s, f_hat=f_hat, f_norm=f_norm, w_hat=w_hat, w_norm=w_norm, cos=cos,
+            q=rows.probabilities(), complement=rows.complement_at(target), onehot=at_target,
+            weight=weight, losses=losses, denominator=denominator,
+            features_shape=tuple(f.shape), out_dtypes=out_dtypes,
         )
         return xp.astype(value, out_dtypes["features"]), res
 

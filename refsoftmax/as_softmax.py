@@ -2,52 +2,24 @@ r"""AS-Softmax (Adaptive Sparse Softmax, Lv et al., IEEE TASLP 2025, arXiv 2508.
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
-from typing import Any, NamedTuple
+from dataclasses import dataclass, fields, replace
+from typing import Any
 
 from refsoftmax._protocol import Function
-from refsoftmax.softmax import shifted_exp
-from refsoftmax.sparse_softmax_cross_entropy import (
-    SparseSoftmaxCrossEntropy,
-    _forward,
-    _prepare,
-    _Residuals,
-)
+from refsoftmax._shifted import shift_rows
+from refsoftmax._sparse_call import SparseOptions, prepare_sparse
+from refsoftmax._sparse_ce import SparseCEResiduals, sparse_ce_backward, sparse_ce_forward
+from refsoftmax._zero_loss import ZeroLossStats, check_delta
 
 __all__ = ["ASSoftmaxCrossEntropy", "ZeroLossStats", "as_softmax_cross_entropy", "check_delta"]
 
 
-class ZeroLossStats(NamedTuple):
-    """How many (non-ignored) examples AS-Softmax has already satisfied (loss exactly 0)."""
-
-    num_examples: int
-    num_zero_loss: int
-
-    @property
-    def ratio(self) -> float:
-        """``num_zero_loss / num_examples`` (0 for an empty batch)."""
-        return self.num_zero_loss / self.num_examples if self.num_examples else 0.0
-
-
-@dataclass
-class ASResiduals(_Residuals):
+@dataclass(kw_only=True)
+class ASResiduals(SparseCEResiduals):
     """Sparse CE residuals plus the batch's zero-loss statistics and the kept-class mask."""
 
     kept: Any = None
     stats: ZeroLossStats | None = None
-
-
-def check_delta(delta: Any) -> float:
-    """δ as a float: a finite real number ≥ 0."""
-    if isinstance(delta, bool) or not isinstance(delta, numbers.Real):
-        msg = f"delta must be a real number >= 0, got {delta!r}"
-        raise TypeError(msg)
-    if not (math.isfinite(float(delta)) and float(delta) >= 0):
-        msg = f"delta must be finite and >= 0, got {delta!r}"
-        raise ValueError(msg)
-    return float(delta)
 
 
 class ASSoftmaxCrossEntropy(Function):
@@ -138,33 +110,34 @@ class ASSoftmaxCrossEntropy(Function):
         reduction: str = "none",
     ) -> tuple[Any, ASResiduals]:
         delta = check_delta(delta)
-        c = _prepare(
-            logits, labels, axis=axis, ignore_index=ignore_index, class_weights=class_weights,
-            reduction=reduction,
+        options = SparseOptions(
+            axis=axis, ignore_index=ignore_index, class_weights=class_weights, reduction=reduction
         )
+        c = prepare_sparse(logits, labels, options)
         xp = c.xp
         if delta >= 1.0:
             kept = xp.ones(c.z.shape, dtype=xp.bool, device=c.z.device)
         else:
-            _, _, e, s = shifted_exp(c.z, None, xp=xp)
-            p = e / s
+            rows = shift_rows(c.z, None, xp=xp)
+            p = rows.probabilities()  # 0 in a row with no finite logit (no 0/0)
             p_t = xp.take_along_axis(p, xp.expand_dims(c.target, axis=-1), axis=-1)
             # excluded only where p_t - p_i > δ is true: the target (0 > δ is false) and
             # rows with NaN (NaN > δ is false) keep everything, so NaN propagates
             kept = ~((p_t - p) > delta)
-            c.allowed = kept
-        value, res = _forward(c)
+            c = replace(c, allowed=kept)
+        value, res = sparse_ce_forward(c)
         valid = c.valid_f > 0
-        only_target = xp.sum(xp.astype(kept, xp.int32), axis=-1) == 1
+        # satisfied: only the target kept, and a loss that is not NaN (NaN is not 0)
+        only_target = (xp.sum(xp.astype(kept, xp.int32), axis=-1) == 1) & ~xp.isnan(res.losses)
         stats = ZeroLossStats(
-            int(xp.sum(xp.astype(valid, xp.int32))),
-            int(xp.sum(xp.astype(valid & only_target, xp.int32))),
+            num_examples=int(xp.sum(xp.astype(valid, xp.int32))),
+            num_zero_loss=int(xp.sum(xp.astype(valid & only_target, xp.int32))),
         )
-        out = ASResiduals(**{f: getattr(res, f) for f in res.__dataclass_fields__}, kept=kept, stats=stats)
-        return value, out
+        ce_fields = {f.name: getattr(res, f.name) for f in fields(res)}
+        return value, ASResiduals(**ce_fields, kept=kept, stats=stats)
 
     def backward(self, residuals: ASResiduals, cotangent: Any) -> dict[str, Any]:
-        return SparseSoftmaxCrossEntropy.backward(self, residuals, cotangent)  # type: ignore[arg-type]
+        return {"logits": sparse_ce_backward(residuals, cotangent)}
 
     def zero_loss_stats(self, logits: Any, labels: Any, **kwargs: Any) -> ZeroLossStats:
         """The batch's :class:`ZeroLossStats` (same arguments as the loss)."""

@@ -22,12 +22,11 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from refsoftmax._cross_entropy import safe_mul
+from refsoftmax._along_axis import prepare_along_axis
+from refsoftmax._cross_entropy import onehot, safe_mul
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax.softmax import _prepare as _prepare_map
-from refsoftmax.sparse_softmax_cross_entropy import _onehot
-from refsoftmax.temperature_softmax import prepare_sparse
+from refsoftmax._sparse_call import SparseOptions, prepare_sparse
 
 __all__ = [
     "Entmax15",
@@ -74,6 +73,18 @@ class Regulariser(abc.ABC):
     def jacobian_weights(self, p: Any, *, xp: Any) -> Any:
         r"""The weights :math:`s \ge 0` of the map's Jacobian at ``p = project(z)``."""
 
+    def loss(self, z: Any, p: Any, onehot_t: Any, *, xp: Any) -> Any:
+        r""":math:`L_\Omega(z; e_t) = \langle p, z\rangle - z_t - \Omega(p) + \Omega(e_t)` per row.
+
+        ``z`` max-shifted, ``p = project(z)``, ``onehot_t`` the boolean target
+        indicator.  This generic form subtracts terms of order :math:`|z|` to
+        get a loss that may be far smaller (an example near its margin); the
+        regularisers below override it with forms that have no cancellation.
+        """
+        y = xp.astype(onehot_t, z.dtype)
+        z_t = xp.sum(xp.where(onehot_t, z, xp.zeros_like(z)), axis=-1)
+        return xp.sum(safe_mul(p, z, xp=xp), axis=-1) - z_t - self.omega(p, xp=xp) + self.omega(y, xp=xp)
+
 
 def _sorted_rows(x: Any, *, xp: Any) -> tuple[Any, Any, Any]:
     """``(u, finite, rho)``: rows sorted descending, −∞ (sorted last) set to 0 and flagged.
@@ -106,16 +117,37 @@ class TsallisSparsemax(Regulariser):
     support indicator :math:`s_i = [\hat p_i > 0]` (:math:`\omega'' = 1`).
     """
 
-    def project(self, z: Any, *, xp: Any) -> Any:
+    def threshold(self, z: Any, *, xp: Any) -> Any:
+        r""":math:`\tau` per row (``keepdims``)."""
         u, finite, rho = _sorted_rows(z, xp=xp)
         cums = xp.cumulative_sum(u, axis=-1)
         support = finite & (1 + rho * u > cums)
         cum_k, k = _at_support_size(cums, support, xp=xp)
-        tau = (cum_k - 1) / k
-        return xp.maximum(z - tau, xp.zeros_like(z))
+        return (cum_k - 1) / k
+
+    def project(self, z: Any, *, xp: Any) -> Any:
+        return xp.maximum(z - self.threshold(z, xp=xp), xp.zeros_like(z))
 
     def omega(self, p: Any, *, xp: Any) -> Any:
         return 0.5 * xp.sum(p * p, axis=-1) - 0.5
+
+    def loss(self, z: Any, p: Any, onehot_t: Any, *, xp: Any) -> Any:
+        r"""Cancellation-free: :math:`L = \tfrac12\sum_{j\ne t} p_j^2 + \tfrac12 r^2 + [\tau - z_t]_+`.
+
+        With :math:`p_j = z_j - \tau` on the support,
+        :math:`\langle p, z\rangle = \|p\|^2 + \tau`, so
+        :math:`L = \tfrac12\|p\|^2 + \tau - z_t + \tfrac12`; and
+        :math:`\tau - z_t = [\tau - z_t]_+ - p_t` (:math:`p_t = [z_t - \tau]_+`),
+        which gives :math:`L = \tfrac12\|p - e_t\|^2 + [\tau - z_t]_+` with
+        :math:`1 - p_t = r = \sum_{j\ne t} p_j`: non-negative terms only, so a
+        loss near the margin (:math:`p_t \to 1`) keeps its relative accuracy.
+        """
+        zero = xp.zeros_like(p)
+        others = xp.where(onehot_t, zero, p)
+        r = xp.sum(others, axis=-1)
+        z_t = xp.sum(xp.where(onehot_t, z, zero), axis=-1)
+        outside = xp.maximum(self.threshold(z, xp=xp)[..., 0] - z_t, xp.zeros_like(r))
+        return 0.5 * xp.sum(others * others, axis=-1) + 0.5 * (r * r) + outside
 
     def jacobian_weights(self, p: Any, *, xp: Any) -> Any:
         s = xp.astype(p > 0, p.dtype)
@@ -144,7 +176,8 @@ class TsallisEntmax15(Regulariser):
     for :math:`\omega(p) = p^{3/2}/0.75`).
     """
 
-    def project(self, z: Any, *, xp: Any) -> Any:
+    def threshold(self, z: Any, *, xp: Any) -> Any:
+        r""":math:`\tau` per row (``keepdims``), for :math:`\hat p = [z/2 - \tau]_+^2`."""
         x = z / 2
         u, finite, rho = _sorted_rows(x, xp=xp)
         mean = xp.cumulative_sum(u, axis=-1) / rho
@@ -153,8 +186,38 @@ class TsallisEntmax15(Regulariser):
         tau = mean - xp.sqrt(xp.where(delta > 0, delta, xp.zeros_like(delta)))
         support = finite & (tau <= u)
         tau_star, _ = _at_support_size(tau, support, xp=xp)
-        shifted = xp.maximum(x - tau_star, xp.zeros_like(x))
+        # one Newton step on f(τ) = Σ[x - τ]_+^2 - 1: the closed form's variance
+        # mean_sq - mean² cancels (~10 ulps of τ); the step brings τ to ~1 ulp
+        a = xp.maximum(x - tau_star, xp.zeros_like(x))
+        slope = xp.sum(a, axis=-1, keepdims=True)  # -f'(τ)/2 >= the largest a > 0
+        residual = xp.sum(a * a, axis=-1, keepdims=True) - 1
+        step = residual / (2 * xp.where(slope > 0, slope, xp.ones_like(slope)))
+        return tau_star + xp.where(xp.isfinite(step), step, xp.zeros_like(step))
+
+    def project(self, z: Any, *, xp: Any) -> Any:
+        shifted = xp.maximum(z / 2 - self.threshold(z, xp=xp), xp.zeros_like(z))
         return shifted * shifted
+
+    def loss(self, z: Any, p: Any, onehot_t: Any, *, xp: Any) -> Any:
+        r"""Cancellation-free: :math:`L = \tfrac23\bigl[\sum_{j\ne t} a_j^3 + (1 - a_t)^2 (a_t + 2)\bigr] + 2[\tau - u_t]_+`.
+
+        With :math:`u = z/2` and :math:`a_j = \sqrt{p_j} = [u_j - \tau]_+`,
+        :math:`\langle p, z\rangle = 2\sum_j a_j^3 + 2\tau`, so
+        :math:`L = \tfrac23\sum_j a_j^3 + 2(\tau - u_t) + \tfrac43`; with
+        :math:`\tau - u_t = [\tau - u_t]_+ - a_t` and
+        :math:`a^3 - 3a + 2 = (1 - a)^2 (a + 2)` this is the form above, where
+        :math:`1 - a_t = (1 - p_t)/(1 + a_t) = \sum_{j\ne t} p_j / (1 + a_t)`:
+        non-negative terms only.
+        """
+        zero = xp.zeros_like(p)
+        a = xp.sqrt(p)
+        a_t = xp.sum(xp.where(onehot_t, a, zero), axis=-1)
+        others = xp.where(onehot_t, zero, a)
+        one_minus = xp.sum(xp.where(onehot_t, zero, p), axis=-1) / (1 + a_t)
+        u_t = xp.sum(xp.where(onehot_t, z, zero), axis=-1) / 2
+        outside = xp.maximum(self.threshold(z, xp=xp)[..., 0] - u_t, xp.zeros_like(a_t))
+        cubes = xp.sum(others * others * others, axis=-1)
+        return (2.0 / 3.0) * (cubes + one_minus * one_minus * (a_t + 2)) + 2 * outside
 
     def omega(self, p: Any, *, xp: Any) -> Any:
         return (xp.sum(p * xp.sqrt(p), axis=-1) - 1) / 0.75
@@ -164,7 +227,18 @@ class TsallisEntmax15(Regulariser):
 
 
 def _shift(z: Any, *, xp: Any) -> tuple[Any, Any]:
-    """``(z - max z, empty)`` per row; a row with no finite maximum (all −∞) is left as is."""
+    r"""``(z - max z, empty)`` per row; a row with no finite maximum (all −∞) is left as is.
+
+    A row with :math:`k \ge 1` entries at :math:`+\infty` (and no NaN) is replaced by its
+    limit: 0 on those entries, :math:`-\infty` on the others.  Along :math:`z_i = c + t`,
+    :math:`t \to \infty` (equal infinities share equally), the map tends to the uniform
+    distribution over the infinite entries and the loss to its value there, which is what the
+    replaced row gives (instead of the NaN of :math:`\infty - \infty`).
+    """
+    at_inf = z == xp.inf
+    limit = xp.any(at_inf, axis=-1, keepdims=True) & ~xp.any(xp.isnan(z), axis=-1, keepdims=True)
+    neg_inf = xp.full_like(z, -xp.inf)
+    z = xp.where(limit, xp.where(at_inf, xp.zeros_like(z), neg_inf), z)
     m = xp.max(z, axis=-1, keepdims=True)
     empty = m == -xp.inf
     return z - xp.where(empty, xp.zeros_like(m), m), empty
@@ -173,13 +247,14 @@ def _shift(z: Any, *, xp: Any) -> tuple[Any, Any]:
 # ---------------------------------------------------------------- the loss template
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _LossResiduals(Residuals):
     axis: int
     logits_dtype: Any
     reduction: str
     p: Any  # the projection p*, classes last   [..., C]
     y: Any  # one-hot label (compute dtype)        [..., C]
+    complement: Any  # Σ_{j≠t} p_j = 1 - p_t         [..., 1]
     weight: Any  # 1, or 0 where ignored            [...]
     grad_mask: Any  # rows with a projection        [..., 1]
     losses: Any
@@ -238,22 +313,27 @@ class FenchelYoungLoss(Function):
         ignore_index: int | None = None,
         reduction: str = "none",
     ) -> tuple[Any, _LossResiduals]:
-        c = prepare_sparse(logits, labels, axis=axis, ignore_index=ignore_index,
-                           reduction=reduction)
+        options = SparseOptions(
+            axis=axis, ignore_index=ignore_index, reduction=reduction, mean_denominator="count"
+        )
+        c = prepare_sparse(logits, labels, options)
         xp, reg = c.xp, self.regulariser
         zhat, empty = _shift(c.z, xp=xp)
         p = reg.project(zhat, xp=xp)
-        y = xp.astype(_onehot(c.target, zhat.shape[-1], xp=xp), zhat.dtype)
-        zhat_t = xp.take_along_axis(zhat, xp.expand_dims(c.target, axis=-1), axis=-1)[..., 0]
-        losses = (xp.sum(safe_mul(p, zhat, xp=xp), axis=-1) - zhat_t
-                  - reg.omega(p, xp=xp) + reg.omega(y, xp=xp))
-        losses = xp.maximum(losses, xp.zeros_like(losses))
+        is_t = onehot(c.target, zhat.shape[-1], xp=xp)
+        y = xp.astype(is_t, zhat.dtype)
+        losses = reg.loss(zhat, p, is_t, xp=xp)
+        losses = xp.maximum(losses, xp.zeros_like(losses))  # >= 0 (the generic form may round below)
+        # the target's gradient p_t - 1 as -Σ_{j≠t} p_j: no cancellation as p_t -> 1
+        complement = xp.sum(xp.where(is_t, xp.zeros_like(p), p), axis=-1, keepdims=True)
         losses = xp.where(empty[..., 0], xp.full_like(losses, xp.inf), losses)
         losses = safe_mul(c.valid_f, losses, xp=xp)
-        value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
+        value = reduce(losses, c.denominator, c.options.reduction, c.options.empty_mean, xp=xp)
         res = _LossResiduals(
-            xp, tuple(value.shape), zhat.dtype, c.axis, c.logits_dtype, c.reduction, p, y,
-            c.valid_f, ~empty, losses, c.denominator,
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=zhat.dtype, axis=c.axis,
+            logits_dtype=c.logits_dtype, reduction=c.options.reduction, p=p, y=y,
+            complement=complement, weight=c.valid_f,
+            grad_mask=~empty, losses=losses, denominator=c.denominator,
         )
         return xp.astype(value, c.logits_dtype), res
 
@@ -262,7 +342,7 @@ class FenchelYoungLoss(Function):
         g = prepare_cotangent(r, cotangent, r.p)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         coef = xp.expand_dims(g_loss * r.weight, axis=-1)
-        d_logits = safe_mul(coef, r.p - r.y, xp=xp)
+        d_logits = safe_mul(coef, xp.where(r.y == 1, -r.complement, r.p), xp=xp)  # p - e_t
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
         return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)}
 
@@ -270,7 +350,7 @@ class FenchelYoungLoss(Function):
 # ---------------------------------------------------------------- the map template
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _MapResiduals(Residuals):
     axis: int
     dtype: Any
@@ -304,13 +384,15 @@ class FenchelYoungProjection(Function):
     regulariser: ClassVar[Regulariser]
 
     def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, _MapResiduals]:
-        xp, z, axis, dtype = _prepare_map(x, axis)
+        xp, z, axis, dtype = prepare_along_axis(x, axis)
         zhat, empty = _shift(z, xp=xp)
         p = self.regulariser.project(zhat, xp=xp)
         s = self.regulariser.jacobian_weights(p, xp=xp)
         s = xp.where(empty, xp.zeros_like(s), s)
         p = xp.moveaxis(xp.where(empty, xp.full_like(p, xp.nan), p), -1, axis)
-        res = _MapResiduals(xp, tuple(p.shape), z.dtype, axis, dtype, s)
+        res = _MapResiduals(
+            xp=xp, value_shape=tuple(p.shape), compute_dtype=z.dtype, axis=axis, dtype=dtype, s=s
+        )
         return xp.astype(p, dtype), res
 
     def backward(self, residuals: _MapResiduals, cotangent: Any) -> dict[str, Any]:

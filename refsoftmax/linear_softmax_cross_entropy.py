@@ -22,7 +22,7 @@ __all__ = ["LinearSoftmaxCrossEntropy", "linear_softmax_cross_entropy"]
 _CHUNK_BYTES = 1 << 24  # default chunk: 16 MiB of logits (under glibc's 32 MiB mmap threshold)
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Residuals(Residuals):
     weights: Any
     biases: Any
@@ -212,8 +212,10 @@ class LinearSoftmaxCrossEntropy(Function):
         denominator = xp.sum(valid) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
-            xp, tuple(value.shape), dtype, w, b, x, target, rows, safe_m, 1.0 + r, neg_log_p,
-            chunk, reduction, losses, denominator, out_dtypes,
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, weights=w, biases=b,
+            inputs=x, target=target, rows=rows, m=safe_m, s=1.0 + r, neg_log_p=neg_log_p,
+            chunk=chunk, reduction=reduction, losses=losses, denominator=denominator,
+            out_dtypes=out_dtypes,
         )
         return xp.astype(value, out_dtypes["weights"]), res
 

@@ -17,9 +17,9 @@ from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._shifted import shift_rows
 from refsoftmax._validation import check_axis, check_choice, first_offender
-from refsoftmax.as_softmax import ZeroLossStats, check_delta
-from refsoftmax.softmax import shifted_exp
+from refsoftmax._zero_loss import ZeroLossStats, check_delta
 
 __all__ = [
     "MultilabelASSoftmaxLoss",
@@ -138,7 +138,7 @@ def log1p_sum_exp(v: Any, mask: Any, *, xp: Any) -> tuple[Any, Any]:
     return value[..., 0], grad
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Residuals(Residuals):
     axis: int
     logits_dtype: Any
@@ -194,7 +194,11 @@ def _finish(xp: Any, z: Any, nan_row: Any, pos: Any, kept_neg: Any, kept_pos: An
     grad = xp.where(nan_row, xp.full_like(grad, xp.nan), grad)
     denominator = xp.asarray(float(math.prod(losses.shape)), dtype=z.dtype, device=z.device)
     value = reduce(losses, denominator, reduction, "nan", xp=xp)
-    res = _Residuals(xp, tuple(value.shape), z.dtype, axis, dtype, reduction, grad, losses, denominator)
+    res = _Residuals(
+        xp=xp, value_shape=tuple(value.shape), compute_dtype=z.dtype, axis=axis,
+        logits_dtype=dtype, reduction=reduction, grad=grad, losses=losses,
+        denominator=denominator,
+    )
     return xp.astype(value, dtype), res
 
 
@@ -222,7 +226,8 @@ def _limit_softmax(z: Any, *, xp: Any) -> Any:
     k = xp.sum(xp.astype(at_inf, z.dtype), axis=-1, keepdims=True)
     neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=z.device)
     # +inf entries are replaced by their limit below; dropping them here forms no inf - inf
-    _, _, e, s = shifted_exp(xp.where(at_inf, neg_inf, z), None, xp=xp)
+    rows = shift_rows(xp.where(at_inf, neg_inf, z), None, xp=xp)
+    e, s = rows.e, rows.s
     empty = s == 0  # nothing finite left: the row was all +-inf (one of the limits below)
     p = e / xp.where(empty, xp.ones_like(s), s)  # no 0/0 in such rows
     all_neg_inf = xp.all(z == -xp.inf, axis=-1, keepdims=True)
@@ -404,7 +409,10 @@ class MultilabelASSoftmaxLoss(Function):
             kept_pos = ((p - p_max) <= delta) | nan_row
         value, res = _finish(xp, z, nan_row, pos, kept_neg, kept_pos, axis, out_dtype, reduction)
         zero = res.losses == 0  # False for NaN: a NaN example is never counted as zero-loss
-        res.stats = ZeroLossStats(math.prod(res.losses.shape), int(xp.sum(xp.astype(zero, xp.int32))))
+        res.stats = ZeroLossStats(
+            num_examples=math.prod(res.losses.shape),
+            num_zero_loss=int(xp.sum(xp.astype(zero, xp.int32))),
+        )
         res.kept_neg = kept_neg & ~pos
         res.kept_pos = kept_pos & pos
         return value, res

@@ -2,68 +2,19 @@ r"""Noise-contrastive estimation loss (TensorFlow's ``nce_loss``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._protocol import Function, Residuals, prepare_cotangent
-from refsoftmax._reduction import reduce, reduce_backward
+from refsoftmax._protocol import Function
 from refsoftmax._sampled_logits import (
-    SampledCall,
     corrected_logits,
+    draw,
     log_expected_counts,
-    logits_backward,
     prepare_sampled_call,
 )
-from refsoftmax._sigmoid import sigmoid, sigmoid_cross_entropy
+from refsoftmax._sampled_sigmoid import SigmoidResiduals, sigmoid_backward, sigmoid_forward
 from refsoftmax._validation import check_choice
 
 __all__ = ["NCELoss", "nce_loss"]
-
-
-@dataclass
-class SigmoidResiduals(Residuals):
-    call: SampledCall
-    reduction: str
-    logits: Any  # corrected logits           [B, T + S]
-    labels: Any  # 1/T (NCE) or 1 on true columns, 0 on sampled ones
-    kept: Any  # columns that count            [B, T + S]
-    losses: Any
-
-
-def sigmoid_forward(call: SampledCall, o: Any, true_label: float, remove_accidental_hits: bool,
-                    reduction: str) -> tuple[Any, SigmoidResiduals]:
-    """Σ over the kept columns of the sigmoid cross-entropy, per example, then reduced.
-
-    The true columns get label ``true_label`` (NCE: 1/T, negative sampling: 1), the
-    sampled ones 0; with ``remove_accidental_hits`` the sampled columns equal to one of
-    the row's labels are left out.
-    """
-    xp = call.xp
-    batch, t = o.shape[0], call.num_true
-    labels = xp.concat(
-        [xp.full((batch, t), true_label, dtype=call.dtype, device=o.device),
-         xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=o.device)], axis=1,
-    )
-    kept_sampled = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
-    kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=o.device), kept_sampled], axis=1)
-    terms = sigmoid_cross_entropy(o, labels, xp=xp)
-    losses = xp.sum(xp.where(kept, terms, xp.zeros_like(terms)), axis=1)
-    denominator = xp.asarray(float(o.shape[0]), dtype=call.dtype, device=o.device)
-    value = reduce(losses, denominator, reduction, "nan", xp=xp)
-    res = SigmoidResiduals(xp, tuple(value.shape), call.dtype, call, reduction, o, labels, kept, losses)
-    return xp.astype(value, call.out_dtypes["weights"]), res
-
-
-def sigmoid_backward(r: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
-    """∂/∂o = g (σ(o) − label) on kept columns, then through the sampled logits."""
-    xp = r.xp
-    g = prepare_cotangent(r, cotangent, r.logits)
-    denominator = xp.asarray(float(r.logits.shape[0]), dtype=r.compute_dtype, device=r.logits.device)
-    g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
-    grad = xp.expand_dims(g_loss, axis=-1) * (sigmoid(r.logits, xp=xp) - r.labels)
-    grad = xp.where(r.kept, grad, xp.zeros_like(grad))
-    t = r.call.num_true
-    return logits_backward(r.call, grad[:, :t], grad[:, t:])
 
 
 class NCELoss(Function):
@@ -89,12 +40,15 @@ class NCELoss(Function):
     where :math:`A` leaves out accidental hits when
     ``remove_accidental_hits=True`` (TF adds :math:`-\mathrm{FLT\_MAX}` to
     those logits, which makes their term 0; a mask gives the same 0 without
-    overflowing half precision).  With the subtraction, :math:`\sigma(o_c)`
+    overflowing half precision; every copy of a true class in the sample is
+    left out, where TF leaves out only the last copy of a repeated candidate).  With the subtraction, :math:`\sigma(o_c)`
     models :math:`P(\text{data}\mid c) = p(c)/(p(c) + k\,q(c))` for
     self-normalised :math:`e^{z_c} \approx p(c)`.
 
     **Gradient.**  :math:`\partial\ell/\partial o_c = \sigma(o_c) - y_c` on
-    kept columns, 0 elsewhere; then through
+    kept columns, 0 elsewhere, computed as :math:`(1 - y_c)\sigma(o_c) - y_c\sigma(-o_c)`
+    (:math:`\sigma(o) + \sigma(-o) = 1`): a true column's :math:`\sigma(o) - 1 =
+    -\sigma(-o)` keeps its relative accuracy for a confident example; then through
     :math:`o = \langle x, W_r\rangle + b_r - \log E_r` to the inputs, weights
     and biases (:mod:`refsoftmax._sampled_logits`).
 
@@ -128,8 +82,6 @@ class NCELoss(Function):
         sampler: Any = None,
         reduction: str = "none",
     ) -> tuple[Any, SigmoidResiduals]:
-        from refsoftmax.sampled_softmax import draw
-
         check_choice("reduction", reduction, ("none", "sum", "mean"))
         if sampled_values is None:
             sampled_values, _ = draw(labels, num_sampled, num_classes, sampler=sampler,
@@ -138,7 +90,10 @@ class NCELoss(Function):
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
         o = corrected_logits(call, *log_expected_counts(call))
-        return sigmoid_forward(call, o, 1.0 / call.num_true, remove_accidental_hits, reduction)
+        return sigmoid_forward(
+            call, o, true_label=1.0 / call.num_true,
+            remove_accidental_hits=remove_accidental_hits, reduction=reduction,
+        )
 
     def backward(self, residuals: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
         return sigmoid_backward(residuals, cotangent)

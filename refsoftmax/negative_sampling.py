@@ -6,8 +6,8 @@ from typing import Any
 
 from refsoftmax._protocol import Function
 from refsoftmax._sampled_logits import prepare_sampled_call
+from refsoftmax._sampled_sigmoid import SigmoidResiduals, sigmoid_backward, sigmoid_forward
 from refsoftmax._validation import check_choice
-from refsoftmax.nce import SigmoidResiduals, sigmoid_backward, sigmoid_forward
 
 __all__ = ["NegativeSamplingLoss", "negative_sampling_loss"]
 
@@ -109,7 +109,10 @@ class NegativeSamplingLoss(Function):
         call = prepare_sampled_call(
             weights, biases, labels, inputs, num_sampled, num_classes, num_true, sampled_values
         )
-        return sigmoid_forward(call, call.logits, 1.0, remove_accidental_hits, reduction)
+        return sigmoid_forward(
+            call, call.logits, true_label=1.0,
+            remove_accidental_hits=remove_accidental_hits, reduction=reduction,
+        )
 
     def backward(self, residuals: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
         return sigmoid_backward(residuals, cotangent)

@@ -11,6 +11,7 @@ from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
     SampledCall,
     check_expected_counts,
+    draw,
     log_expected_counts,
     logits_backward,
     prepare_sampled_call,
@@ -25,7 +26,7 @@ __all__ = ["ESTIMATORS", "SampledSoftmaxLoss", "sampled_softmax_loss"]
 ESTIMATORS = ("logq", "target_excluded")
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Residuals(Residuals):
     call: SampledCall
     reduction: str
@@ -34,16 +35,6 @@ class _Residuals(Residuals):
     s: Any  # row normaliser: sum of both                       [B, 1]
     complement: Any  # 1 - p of the true column when T = 1, else None [B]
     losses: Any
-
-
-def draw(labels: Any, num_sampled: int, num_classes: int, *, sampler: Any, unique: bool,
-         seed: int | None) -> tuple[Any, Any]:
-    """Sample with ``sampler`` (default: log-uniform over ``num_classes``); return (values, sampler)."""
-    from refsoftmax import samplers
-
-    if sampler is None:
-        sampler = samplers.LogUniformSampler(num_classes)
-    return sampler.sample(labels, num_sampled, unique=unique, seed=seed), sampler
 
 
 class SampledSoftmaxLoss(Function):
@@ -205,7 +196,9 @@ class SampledSoftmaxLoss(Function):
         denominator = xp.asarray(float(call.inputs.shape[0]), dtype=dtype, device=s.device)
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
-            xp, tuple(value.shape), dtype, call, reduction, e_true, e_sampled, s, complement, losses
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, call=call,
+            reduction=reduction, e_true=e_true, e_sampled=e_sampled, s=s, complement=complement,
+            losses=losses,
         )
         return xp.astype(value, call.out_dtypes["weights"]), res
 

@@ -25,7 +25,7 @@ from typing import Any
 from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
-from refsoftmax._shifted import shift_rows
+from refsoftmax._shifted import backend_kernel, shift_rows
 from refsoftmax._validation import check_axis
 
 __all__ = ["log_softmax", "logsumexp", "shifted_exp", "softmax"]
@@ -44,23 +44,59 @@ def shifted_exp(z: Any, allowed: Any | None, *, xp: Any) -> tuple[Any, Any, Any,
     return rows.m, rows.zhat, rows.e, rows.s
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _SoftmaxResiduals(Residuals):
+    """What the three backward passes need: the softmax ``p``, saved by the forward pass.
+
+    Memory: ``p`` is the one ``[..., C]`` residual (1× the input in the compute dtype).  It
+    is kept rather than recomputed from a reference to the input in the backward pass,
+    because (1) a NumPy array has no version counter, so an input modified in place between
+    ``forward`` and ``backward`` would silently give a wrong gradient; (2) the backward pass
+    then reads one array instead of redoing max, exp and sum; (3) every backend saves the same
+    residual.  ``softmax`` saves a copy of its output, not the output itself, for reason (1).
+    Calling the function (``logsumexp(x)``) saves nothing.  With the NumPy kernels no other
+    ``[..., C]`` array is held (``benchmarks/bench_memory.py``).
+    """
+
     p: Any  # softmax along the last axis (classes moved last)
     axis: int
     dtype: Any  # the input's dtype (results are returned in it)
 
 
-def _prepare(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
+def _along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
+    """``(xp, x, axis, compute dtype)``: the checks of
+    :func:`refsoftmax._along_axis.prepare_along_axis`, but ``x`` neither converted nor moved
+    (that function copies ``x``, which the kernels never need and the array-API code never
+    writes into)."""
     xp, arrays = resolve(x=x)
     x = arrays["x"]
     dtype = compute_dtype(xp, x, "x")
     if x.ndim == 0:
         msg = "x must have at least one dimension"
         raise ValueError(msg)
-    axis = check_axis(axis, x.ndim)
-    z = xp.moveaxis(xp.astype(x, dtype), axis, -1)
-    return xp, z, axis, x.dtype
+    return xp, x, check_axis(axis, x.ndim), dtype
+
+
+def _classes_last(xp: Any, x: Any, axis: int, dtype: Any) -> Any:
+    """``x`` in the compute dtype with ``axis`` last (a view where no conversion is needed)."""
+    return xp.moveaxis(xp.astype(x, dtype, copy=False), axis, -1)
+
+
+def _kernel_forward(xp: Any, x: Any, axis: int, dtype: Any, keep: bool,
+                    **outputs: bool) -> dict[str, Any] | None:
+    """The backend's blocked forward kernel on ``x`` (``"p"`` kept when ``keep``), or ``None``."""
+    kernel = backend_kernel(xp, "fused_softmax")
+    if kernel is None:
+        return None
+    result: dict[str, Any] | None = kernel(x, axis, residual_dtype=dtype if keep else None,
+                                           **outputs)
+    return result
+
+
+def _kernel_backward(kind: str, r: _SoftmaxResiduals, g: Any) -> Any:
+    """The backend's blocked backward kernel (``g`` in the input's layout), or ``None``."""
+    kernel = backend_kernel(r.xp, "fused_softmax_backward")
+    return None if kernel is None else kernel(kind, r.p, g, r.axis, r.dtype)
 
 
 class LogSumExp(Function):
@@ -88,18 +124,32 @@ class LogSumExp(Function):
     name = "logsumexp"
     differentiable = ("x",)
 
+    def __call__(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
+        return self._forward(x, axis, keepdims, keep=False)[0]
+
     def forward(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> tuple[Any, Any]:
-        xp, z, axis, dtype = _prepare(x, axis)
-        rows = shift_rows(z, xp=xp)
-        m = rows.m[..., 0]
-        value = m + rows.log_s[..., 0]  # log1p(r): exact to rounding when r = s - 1 is tiny
-        value = xp.where(rows.empty[..., 0], xp.full_like(value, -xp.inf), value)
-        value = xp.where(xp.max(z, axis=-1) == xp.inf, xp.full_like(value, xp.inf), value)  # lse = +inf
-        p = rows.probabilities()
+        return self._forward(x, axis, keepdims, keep=True)
+
+    def _forward(self, x: Any, axis: int, keepdims: bool, keep: bool) -> tuple[Any, Any]:
+        xp, x, axis, cdtype = _along_axis(x, axis)
+        fast = _kernel_forward(xp, x, axis, cdtype, keep, lse=True)
+        if fast is not None:
+            value, p = fast["lse"], fast.get("p")  # float64, rounded once below
+        else:
+            z = _classes_last(xp, x, axis, cdtype)
+            rows = shift_rows(z, xp=xp)
+            m = rows.m[..., 0]
+            value = m + rows.log_s[..., 0]  # log1p(r): exact to rounding when r = s - 1 is tiny
+            value = xp.where(rows.empty[..., 0], xp.full_like(value, -xp.inf), value)
+            value = xp.where(xp.max(z, axis=-1) == xp.inf, xp.full_like(value, xp.inf), value)  # lse = +inf
+            p = rows.probabilities() if keep else None
         if keepdims:
             value = xp.expand_dims(value, axis=axis)
-        res = _SoftmaxResiduals(xp, tuple(value.shape), z.dtype, p, axis, dtype)
-        return xp.astype(value, dtype), res
+        res = None if not keep else _SoftmaxResiduals(
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=cdtype, p=p, axis=axis,
+            dtype=x.dtype,
+        )
+        return xp.astype(value, x.dtype, copy=False), res
 
     def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
@@ -137,18 +187,37 @@ class LogSoftmax(Function):
     name = "log_softmax"
     differentiable = ("x",)
 
+    def __call__(self, x: Any, *, axis: int = -1) -> Any:
+        return self._forward(x, axis, keep=False)[0]
+
     def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:
-        xp, z, axis, dtype = _prepare(x, axis)
-        rows = shift_rows(z, xp=xp)
-        # ẑ + δ - log1p(r): two non-positive terms; an empty row is NaN (undefined)
-        value = xp.where(rows.empty, xp.full_like(z, xp.nan), -rows.neg_log_probs())
-        p = xp.where(rows.empty, xp.full_like(z, xp.nan), rows.probabilities())
-        res = _SoftmaxResiduals(xp, tuple(x.shape), z.dtype, p, axis, dtype)
-        return xp.astype(xp.moveaxis(value, -1, axis), dtype), res
+        return self._forward(x, axis, keep=True)
+
+    def _forward(self, x: Any, axis: int, keep: bool) -> tuple[Any, Any]:
+        xp, x, axis, cdtype = _along_axis(x, axis)
+        fast = _kernel_forward(xp, x, axis, cdtype, keep, log_probs=True)
+        if fast is not None:
+            value, p = fast["log_probs"], fast.get("p")  # in x's layout and dtype
+        else:
+            z = _classes_last(xp, x, axis, cdtype)
+            rows = shift_rows(z, xp=xp)
+            # ẑ + δ - log1p(r): two non-positive terms; an empty row is NaN (undefined)
+            value = xp.where(rows.empty, xp.full_like(z, xp.nan), -rows.neg_log_probs())
+            value = xp.astype(xp.moveaxis(value, -1, axis), x.dtype, copy=False)
+            p = xp.where(rows.empty, xp.full_like(z, xp.nan), rows.probabilities()) if keep else None
+        res = None if not keep else _SoftmaxResiduals(
+            xp=xp, value_shape=tuple(x.shape), compute_dtype=cdtype, p=p, axis=axis,
+            dtype=x.dtype,
+        )
+        return value, res
 
     def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
-        g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
+        g = prepare_cotangent(r, cotangent, r.p)
+        fast = _kernel_backward("log_softmax", r, g)
+        if fast is not None:
+            return {"x": fast}
+        g = xp.moveaxis(g, r.axis, -1)
         grad = g - r.p * xp.sum(g, axis=-1, keepdims=True)
         return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 
@@ -176,16 +245,35 @@ class Softmax(Function):
     name = "softmax"
     differentiable = ("x",)
 
+    def __call__(self, x: Any, *, axis: int = -1) -> Any:
+        return self._forward(x, axis, keep=False)[0]
+
     def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:
-        xp, z, axis, dtype = _prepare(x, axis)
-        rows = shift_rows(z, xp=xp)
-        p = xp.where(rows.empty, xp.full_like(z, xp.nan), rows.probabilities())  # 0/0 if empty
-        res = _SoftmaxResiduals(xp, tuple(x.shape), z.dtype, p, axis, dtype)
-        return xp.astype(xp.moveaxis(p, -1, axis), dtype), res
+        return self._forward(x, axis, keep=True)
+
+    def _forward(self, x: Any, axis: int, keep: bool) -> tuple[Any, Any]:
+        xp, x, axis, cdtype = _along_axis(x, axis)
+        fast = _kernel_forward(xp, x, axis, cdtype, keep, probs=True)
+        if fast is not None:
+            value, p = fast["probs"], fast.get("p")  # the residual is a copy (see the residuals)
+        else:
+            z = _classes_last(xp, x, axis, cdtype)
+            rows = shift_rows(z, xp=xp)
+            p = xp.where(rows.empty, xp.full_like(z, xp.nan), rows.probabilities())  # 0/0 if empty
+            value = xp.astype(xp.moveaxis(p, -1, axis), x.dtype, copy=keep)  # p is the residual
+        res = None if not keep else _SoftmaxResiduals(
+            xp=xp, value_shape=tuple(x.shape), compute_dtype=cdtype, p=p, axis=axis,
+            dtype=x.dtype,
+        )
+        return value, res
 
     def backward(self, residuals: _SoftmaxResiduals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
-        g = xp.moveaxis(prepare_cotangent(r, cotangent, r.p), r.axis, -1)
+        g = prepare_cotangent(r, cotangent, r.p)
+        fast = _kernel_backward("softmax", r, g)
+        if fast is not None:
+            return {"x": fast}
+        g = xp.moveaxis(g, r.axis, -1)
         grad = r.p * (g - xp.sum(g * r.p, axis=-1, keepdims=True))
         return {"x": xp.astype(xp.moveaxis(grad, -1, r.axis), r.dtype, copy=False)}
 

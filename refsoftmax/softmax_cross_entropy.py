@@ -22,7 +22,7 @@ from refsoftmax._validation import check_axis, check_class_weights, check_where,
 __all__ = ["SoftmaxCrossEntropy", "softmax_cross_entropy"]
 
 
-@dataclass
+@dataclass(kw_only=True)
 class _Residuals(Residuals):
     axis: int
     logits_dtype: Any
@@ -240,11 +240,13 @@ class SoftmaxCrossEntropy(Function):
         grad_mask = ~rows.empty if allowed is None else (~rows.empty) & allowed
         top = xp.argmax(rows.zhat, axis=-1)  # the (first) most probable class: p_top may be ~1
         res = _Residuals(
-            xp, tuple(value.shape), dtype, axis, arrays["logits"].dtype, arrays["labels"].dtype,
-            reduction, label_smoothing_mode, rows.probabilities(), top, rows.complement_at(top),
-            neg_log_p, coef, w,
-            eps_row, spread, grad_mask, losses, denominator,
-            reduction == "mean" and mean_denominator == "weights",
+            xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, axis=axis,
+            logits_dtype=arrays["logits"].dtype, labels_dtype=arrays["labels"].dtype,
+            reduction=reduction, mode=label_smoothing_mode, p=rows.probabilities(), top=top,
+            complement=rows.complement_at(top), neg_log_p=neg_log_p, coef=coef,
+            class_weights=w, eps_row=eps_row, spread=spread, grad_mask=grad_mask,
+            losses=losses, denominator=denominator,
+            denominator_uses_labels=reduction == "mean" and mean_denominator == "weights",
         )
         return xp.astype(value, arrays["logits"].dtype), res
 

@@ -2,45 +2,14 @@ r"""Softmax cross-entropy with integer class labels (sparse labels)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._arrays import resolve
-from refsoftmax._cross_entropy import (
-    CLASS_WEIGHTINGS,
-    check_common_options,
-    safe_mul,
-    smoothing_weights,
-)
-from refsoftmax._dtypes import check_integer, compute_dtype
-from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
-from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._shifted import shift_rows
-from refsoftmax._validation import (
-    check_axis,
-    check_choice,
-    check_class_weights,
-    check_where,
-)
+from refsoftmax._reduction import reduce
+from refsoftmax._sparse_call import SparseCall, SparseOptions, prepare_sparse
+from refsoftmax._sparse_ce import SparseCEResiduals, sparse_ce_backward, sparse_ce_forward
 
 __all__ = ["SparseSoftmaxCrossEntropy", "sparse_softmax_cross_entropy"]
-
-
-@dataclass
-class _Residuals(Residuals):
-    axis: int
-    logits_dtype: Any
-    reduction: str
-    p: Any  # softmax over the allowed classes, 0 in empty rows    [..., C]
-    complement: Any  # 1 - p_t, accurate when p_t -> 1                [...]
-    target: Any  # class index, 0 where ignored                     [...]
-    kappa: Any  # coefficient of the target class                    [...]
-    smooth: Any  # smoothing coefficients, or None without smoothing [..., C]
-    grad_mask: Any  # classes whose logit receives a gradient         [..., C]
-    losses: Any
-    denominator: Any
 
 
 class SparseSoftmaxCrossEntropy(Function):
@@ -155,6 +124,10 @@ class SparseSoftmaxCrossEntropy(Function):
     name = "sparse_softmax_cross_entropy"
     differentiable = ("logits",)
 
+    def __call__(self, logits: Any, labels: Any, **options: Any) -> Any:
+        """The loss alone: ``forward`` without saving residuals (no ``[..., C]`` array kept)."""
+        return sparse_ce_forward(_bind(logits, labels, **options), keep=False)[0]
+
     def forward(
         self,
         logits: Any,
@@ -170,35 +143,17 @@ class SparseSoftmaxCrossEntropy(Function):
         class_weighting: str = "per_class",
         mean_denominator: str = "weights",
         empty_mean: str = "nan",
-    ) -> tuple[Any, _Residuals]:
-        c = _prepare(
-            logits, labels, axis=axis, where=where, ignore_index=ignore_index,
-            class_weights=class_weights, label_smoothing=label_smoothing, reduction=reduction,
+    ) -> tuple[Any, SparseCEResiduals]:
+        options = SparseOptions(
+            axis=axis, where=where, ignore_index=ignore_index, class_weights=class_weights,
+            label_smoothing=label_smoothing, reduction=reduction,
             label_smoothing_mode=label_smoothing_mode, class_weighting=class_weighting,
             mean_denominator=mean_denominator, empty_mean=empty_mean,
         )
-        return _forward(c)
+        return sparse_ce_forward(prepare_sparse(logits, labels, options))
 
-    def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
-        r, xp = residuals, residuals.xp
-        g = prepare_cotangent(r, cotangent, r.p)
-        g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
-        g_loss = xp.expand_dims(g_loss, axis=-1)
-        kappa = xp.expand_dims(r.kappa, axis=-1)
-        # the target's κ (p_t - 1) as -κ (1 - p_t): accurate when p_t -> 1 (confident examples)
-        spike = -safe_mul(kappa, xp.expand_dims(r.complement, axis=-1), xp=xp)
-        total = kappa
-        if r.smooth is not None:
-            sigma = xp.sum(r.smooth, axis=-1, keepdims=True)
-            total = kappa + sigma
-            spike = spike + safe_mul(sigma, r.p, xp=xp)
-        onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
-        d_logits = xp.where(onehot, spike, safe_mul(total, r.p, xp=xp))
-        if r.smooth is not None:
-            d_logits = d_logits - r.smooth
-        d_logits = safe_mul(g_loss, d_logits, xp=xp)
-        d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-        return {"logits": xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)}
+    def backward(self, residuals: SparseCEResiduals, cotangent: Any) -> dict[str, Any]:
+        return {"logits": sparse_ce_backward(residuals, cotangent)}
 
     def value_and_grad(
         self, *args: Any, cotangent: Any = None, **kwargs: Any
@@ -212,155 +167,42 @@ class SparseSoftmaxCrossEntropy(Function):
         infinite; any ``axis`` — the classes are moved last, copying if
         needed) and gives the same numbers as the array-API code up to
         floating-point rounding (``tests/test_fused.py`` compares them);
-        otherwise this is plain ``forward`` + ``backward``.
+        otherwise this is plain ``forward`` + ``backward`` (on NumPy, blocked kernels too
+        where they apply: :func:`refsoftmax._sparse_ce.sparse_ce_forward`).  The fused NumPy
+        kernel allocates no ``[..., C]`` array but the gradient.
         """
-        c = _prepare(*args, **kwargs)
+        c = _bind(*args, **kwargs)
         fused = _try_fused(c, cotangent)
         if fused is not None:
             return fused
-        value, residuals = _forward(c)
+        value, residuals = sparse_ce_forward(c)
         if cotangent is None:
             cotangent = residuals.xp.ones_like(value)
         return value, self.backward(residuals, cotangent)
 
 
-@dataclass
-class _Call:
-    """A validated call: logits with classes last (compute dtype) and per-example label data."""
-
-    xp: Any
-    z: Any
-    logits_dtype: Any
-    axis: int
-    allowed: Any
-    target: Any
-    valid_f: Any
-    w: Any
-    w_t: Any
-    eps: float
-    mode: str
-    class_weighting: str
-    reduction: str
-    empty_mean: str
-    denominator: Any
+def _bind(logits: Any, labels: Any, **options: Any) -> SparseCall:
+    """The validated call of ``forward(logits, labels, **options)``."""
+    return prepare_sparse(logits, labels, SparseOptions(**options))
 
 
-def _prepare(
-    logits: Any,
-    labels: Any,
-    *,
-    axis: int = -1,
-    where: Any = None,
-    ignore_index: int | None = None,
-    class_weights: Any = None,
-    label_smoothing: float = 0.0,
-    reduction: str = "none",
-    label_smoothing_mode: str = "uniform",
-    class_weighting: str = "per_class",
-    mean_denominator: str = "weights",
-    empty_mean: str = "nan",
-) -> _Call:
-    eps = check_common_options(
-        reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
-    )
-    check_choice("class_weighting", class_weighting, CLASS_WEIGHTINGS)
-    ignore_index = check_ignore_index(ignore_index)
-    xp, arrays = resolve(logits=logits, labels=labels, where=where, class_weights=class_weights)
-    z, t = arrays["logits"], arrays["labels"]
-    dtype = compute_dtype(xp, z, "logits")
-    check_integer(xp, t, "labels")
-    if z.ndim == 0:
-        msg = "logits must have at least one dimension (the classes)"
-        raise ValueError(msg)
-    axis = check_axis(axis, z.ndim)
-    if z.shape[axis] == 0:
-        msg = f"logits must have at least one class along axis {axis}, got shape {tuple(z.shape)}"
-        raise ValueError(msg)
-    expected = tuple(z.shape[:axis]) + tuple(z.shape[axis + 1 :])
-    if tuple(t.shape) != expected:
-        msg = (
-            f"labels must have shape {expected} (the logits' shape {tuple(z.shape)} "
-            f"without axis {axis}), got {tuple(t.shape)}"
-        )
-        raise ValueError(msg)
-    num_classes = z.shape[axis]
-    target, valid = class_indices(xp, t, num_classes, name="labels", ignore_index=ignore_index)
-    allowed = None
-    if arrays["where"] is not None:
-        allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
-    w = None
-    if arrays["class_weights"] is not None:
-        w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
-    z = xp.moveaxis(xp.astype(z, dtype, copy=False), axis, -1)
-
-    valid_f = xp.astype(valid, dtype)
-    if w is None:
-        w_t = valid_f
-    else:
-        w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
-
-    denominator = None
-    if reduction == "mean":
-        if mean_denominator == "weights":
-            denominator = xp.sum(w_t)
-        elif mean_denominator == "count":
-            denominator = xp.sum(valid_f)
-        else:
-            denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
-    return _Call(
-        xp, z, arrays["logits"].dtype, axis, allowed, target, valid_f, w, w_t, eps,
-        label_smoothing_mode, class_weighting, reduction, empty_mean, denominator,
-    )
-
-
-def _forward(c: _Call) -> tuple[Any, _Residuals]:
-    """The definition: the array-API forward pass, saving what ``backward`` needs."""
-    xp, z = c.xp, c.z
-    num_classes = z.shape[-1]
-    rows = shift_rows(z, c.allowed, xp=xp)
-    neg_log_p_t = rows.neg_log_prob_at(c.target)
-
-    smooth = None
-    kappa = c.w_t
-    if c.eps > 0:
-        eps_row, spread = smoothing_weights(c.allowed, num_classes, c.eps, c.mode, xp=xp, like=z)
-        if c.mode == "others":
-            spread = xp.where(_onehot(c.target, num_classes, xp=xp), xp.zeros_like(spread), spread)
-        per_class = c.w if (c.w is not None and c.class_weighting == "per_class") else 1.0
-        per_example = c.w_t if c.class_weighting == "target" else c.valid_f
-        smooth = eps_row * spread * per_class * xp.expand_dims(per_example, axis=-1)
-        kappa = (1.0 - eps_row[..., 0]) * c.w_t
-    losses = safe_mul(kappa, neg_log_p_t, xp=xp)
-    if smooth is not None:
-        losses = losses + xp.sum(safe_mul(smooth, rows.neg_log_probs(), xp=xp), axis=-1)
-    value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
-
-    grad_mask = ~rows.empty if c.allowed is None else (~rows.empty) & c.allowed
-    res = _Residuals(
-        xp, tuple(value.shape), z.dtype, c.axis, c.logits_dtype, c.reduction,
-        rows.probabilities(), rows.complement_at(c.target), c.target, kappa, smooth, grad_mask,
-        losses, c.denominator,
-    )
-    return xp.astype(value, c.logits_dtype), res
-
-
-def _try_fused(c: _Call, cotangent: Any) -> tuple[Any, dict[str, Any]] | None:
+def _try_fused(c: SparseCall, cotangent: Any) -> tuple[Any, dict[str, Any]] | None:
     """Run the backend's fused kernel if it has one that applies to this call, else ``None``."""
     from refsoftmax import backends
 
     kernel = getattr(backends.for_namespace(c.xp), "fused_sparse_softmax_cross_entropy", None)
-    if kernel is None or c.allowed is not None or c.eps > 0 or c.z.ndim == 0:
+    if kernel is None or c.allowed is not None or c.options.label_smoothing > 0 or c.z.ndim == 0:
         return None
     xp = c.xp
-    value_shape = tuple(c.target.shape) if c.reduction == "none" else ()
+    reduction = c.options.reduction
+    value_shape = tuple(c.target.shape) if reduction == "none" else ()
     if cotangent is None:
         g = xp.ones(value_shape, dtype=c.z.dtype, device=c.z.device)
     else:
-        ct = prepare_cotangent(
-            Residuals(xp, value_shape, c.z.dtype), cotangent, c.z
+        g = prepare_cotangent(
+            Residuals(xp=xp, value_shape=value_shape, compute_dtype=c.z.dtype), cotangent, c.z
         )
-        g = ct
-    if c.reduction == "mean":
+    if reduction == "mean":
         empty = c.denominator == 0
         g = xp.where(empty, xp.zeros_like(g), g / xp.where(empty, xp.ones_like(g), c.denominator))
     g = xp.broadcast_to(g, tuple(c.target.shape))
@@ -368,15 +210,9 @@ def _try_fused(c: _Call, cotangent: Any) -> tuple[Any, dict[str, Any]] | None:
     if result is None:  # the kernel declined (e.g. a row with an infinite maximum)
         return None
     losses, grad = result
-    value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
+    value = reduce(losses, c.denominator, reduction, c.options.empty_mean, xp=xp)
     grad = xp.astype(xp.moveaxis(grad, -1, c.axis), c.logits_dtype, copy=False)
     return xp.astype(value, c.logits_dtype), {"logits": grad}
-
-
-def _onehot(target: Any, num_classes: int, *, xp: Any) -> Any:
-    """Boolean ``[..., C]`` with True at each example's class."""
-    classes = xp.arange(num_classes, device=target.device, dtype=target.dtype)
-    return xp.expand_dims(target, axis=-1) == classes
 
 
 sparse_softmax_cross_entropy = SparseSoftmaxCrossEntropy()

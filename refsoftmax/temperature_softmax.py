@@ -2,106 +2,14 @@ r"""Temperature-scaled softmax cross-entropy with integer class labels."""
 
 from __future__ import annotations
 
-import math
-import numbers
-from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._cross_entropy import safe_mul
-from refsoftmax._protocol import Function, Residuals, prepare_cotangent
-from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._shifted import shift_rows
-from refsoftmax.sparse_softmax_cross_entropy import _Call, _onehot, _prepare
+from refsoftmax._protocol import Function
+from refsoftmax._restricted_ce import CEResiduals, restricted_ce_backward, restricted_ce_forward
+from refsoftmax._sparse_call import SparseOptions, prepare_sparse
+from refsoftmax._validation import check_positive
 
 __all__ = ["TemperatureSoftmaxCrossEntropy", "temperature_softmax_cross_entropy"]
-
-
-def check_positive(name: str, value: Any, *, allow_zero: bool = False) -> float:
-    """A finite Python real number ``> 0`` (``>= 0`` with ``allow_zero``), as a float.
-
-    ``TypeError`` for anything that is not a real number (booleans included),
-    ``ValueError`` for a non-finite or out-of-range value; both name ``name``.
-    """
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        msg = f"{name} must be a real number, got {value!r}"
-        raise TypeError(msg)
-    value = float(value)
-    ok = value >= 0.0 if allow_zero else value > 0.0
-    if not (math.isfinite(value) and ok):
-        bound = ">= 0" if allow_zero else "> 0"
-        msg = f"{name} must be finite and {bound}, got {value!r}"
-        raise ValueError(msg)
-    return value
-
-
-def prepare_sparse(
-    logits: Any, labels: Any, *, axis: int, ignore_index: int | None, reduction: str
-) -> _Call:
-    """Validate a sparse-label call (logits, labels, axis, ignore_index, reduction).
-
-    The checks and messages of :func:`~refsoftmax.sparse_softmax_cross_entropy`;
-    ``"mean"`` divides by the number of non-ignored examples.  The returned
-    call has the logits in the compute dtype with the classes last, ``target``
-    (0 where ignored) and ``valid_f`` (1, or 0 where ignored).
-    """
-    return _prepare(
-        logits, labels, axis=axis, ignore_index=ignore_index, reduction=reduction,
-        mean_denominator="count",
-    )
-
-
-@dataclass
-class CEResiduals(Residuals):
-    """What the backward of a (restricted) softmax cross-entropy needs."""
-
-    axis: int
-    logits_dtype: Any
-    reduction: str
-    p: Any  # softmax over the kept classes, 0 elsewhere and in empty rows  [..., C]
-    complement: Any  # 1 - p_t, accurate when p_t -> 1                       [...]
-    target: Any  # class index, 0 where ignored                              [...]
-    weight: Any  # 1, or 0 where ignored                                     [...]
-    grad_mask: Any  # classes whose logit receives a gradient                [..., C]
-    scale: float  # d(transformed logits)/d(logits): 1/T, or 1
-    losses: Any
-    denominator: Any
-
-
-def restricted_ce_forward(
-    c: _Call, z: Any, allowed: Any | None, scale: float, *, temperature: float = 1.0
-) -> tuple[Any, CEResiduals]:
-    r"""Per-example :math:`-\log\operatorname{softmax}_K(z)_t` over the classes ``allowed``.
-
-    ``z`` is the transformed logits (classes last, compute dtype), divided
-    by ``temperature`` after the max-shift; ``scale`` is the constant
-    :math:`\partial z/\partial\,\text{logits}` the backward applies.
-    Returns the reduced value (in the logits' dtype) and residuals.
-    """
-    xp = c.xp
-    rows = shift_rows(z, allowed, xp=xp, temperature=temperature)
-    losses = safe_mul(c.valid_f, rows.neg_log_prob_at(c.target), xp=xp)
-    value = reduce(losses, c.denominator, c.reduction, c.empty_mean, xp=xp)
-    grad_mask = ~rows.empty if allowed is None else (~rows.empty) & allowed
-    res = CEResiduals(
-        xp, tuple(value.shape), z.dtype, c.axis, c.logits_dtype, c.reduction,
-        rows.probabilities(), rows.complement_at(c.target), c.target, c.valid_f, grad_mask,
-        scale, losses, c.denominator,
-    )
-    return xp.astype(value, c.logits_dtype), res
-
-
-def restricted_ce_backward(r: CEResiduals, cotangent: Any) -> Any:
-    r"""``scale * g * (p - e_t)`` on the kept classes, exactly 0 elsewhere (logits' layout)."""
-    xp = r.xp
-    g = prepare_cotangent(r, cotangent, r.p)
-    g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
-    coef = xp.expand_dims(g_loss * r.weight * r.scale, axis=-1)
-    onehot = _onehot(r.target, r.p.shape[-1], xp=xp)
-    # p - e_t, with the target's p_t - 1 = -(1 - p_t) from the accurate complement
-    spike = xp.expand_dims(-r.complement, axis=-1)
-    d_logits = safe_mul(coef, xp.where(onehot, spike, r.p), xp=xp)
-    d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-    return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)
 
 
 class TemperatureSoftmaxCrossEntropy(Function):
@@ -211,8 +119,10 @@ class TemperatureSoftmaxCrossEntropy(Function):
         reduction: str = "none",
     ) -> tuple[Any, CEResiduals]:
         t = check_positive("temperature", temperature)
-        c = prepare_sparse(logits, labels, axis=axis, ignore_index=ignore_index,
-                           reduction=reduction)
+        options = SparseOptions(
+            axis=axis, ignore_index=ignore_index, reduction=reduction, mean_denominator="count"
+        )
+        c = prepare_sparse(logits, labels, options)
         # the rows are (z - max z) / T: shifted before dividing, the shift's error kept
         return restricted_ce_forward(c, c.z, None, 1.0 / t, temperature=t)
 

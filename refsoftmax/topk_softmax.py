@@ -5,14 +5,10 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from refsoftmax._cross_entropy import onehot
 from refsoftmax._protocol import Function
-from refsoftmax.sparse_softmax_cross_entropy import _onehot
-from refsoftmax.temperature_softmax import (
-    CEResiduals,
-    prepare_sparse,
-    restricted_ce_backward,
-    restricted_ce_forward,
-)
+from refsoftmax._restricted_ce import CEResiduals, restricted_ce_backward, restricted_ce_forward
+from refsoftmax._sparse_call import SparseOptions, prepare_sparse
 
 __all__ = ["TopkSoftmaxCrossEntropy", "topk_mask", "topk_softmax_cross_entropy"]
 
@@ -163,14 +159,16 @@ class TopkSoftmaxCrossEntropy(Function):
         if isinstance(k, bool) or not isinstance(k, numbers.Integral):
             msg = f"k must be an integer, got {k!r}"
             raise TypeError(msg)
-        c = prepare_sparse(logits, labels, axis=axis, ignore_index=ignore_index,
-                           reduction=reduction)
+        options = SparseOptions(
+            axis=axis, ignore_index=ignore_index, reduction=reduction, mean_denominator="count"
+        )
+        c = prepare_sparse(logits, labels, options)
         xp, z = c.xp, c.z
         num_classes = z.shape[-1]
         if not 1 <= int(k) <= num_classes:
             msg = f"k must be in [1, {num_classes}] (the number of classes), got {k}"
             raise ValueError(msg)
-        kept = topk_mask(z, int(k), xp=xp) | _onehot(c.target, num_classes, xp=xp) | xp.isnan(z)
+        kept = topk_mask(z, int(k), xp=xp) | onehot(c.target, num_classes, xp=xp) | xp.isnan(z)
         return restricted_ce_forward(c, z, kept, 1.0)
 
     def backward(self, residuals: CEResiduals, cotangent: Any) -> dict[str, Any]:

@@ -17,7 +17,7 @@ SPARSE = rs.sparse_softmax_cross_entropy
 
 def _kernel_params() -> list[Any]:
     params = [pytest.param("numpy")]
-    torch_ok = backends.load("torch").is_available()
+    torch_ok = "torch" in backends.available()
     params.append(pytest.param("torch", marks=[] if torch_ok else pytest.mark.skip(reason="torch not installed")))
     cuda_ok = torch_ok and __import__("torch").cuda.is_available()
     params.append(pytest.param("torch-cuda", marks=[] if cuda_ok else pytest.mark.skip(reason="no CUDA device")))

@@ -77,3 +77,26 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
     from refsoftmax.backends import numpy_kernels
 
     return numpy_kernels.fused_sparse_softmax_cross_entropy(z, target, kappa, g)
+
+
+def fused_softmax(x: Any, axis: int = -1, **outputs: Any) -> Any:
+    """The blocked forward kernel of :mod:`refsoftmax.backends.numpy_kernels` (``None`` if it does not apply)."""
+    from refsoftmax.backends import numpy_kernels
+
+    return numpy_kernels.fused_softmax(x, axis, **outputs)
+
+
+def fused_softmax_backward(kind: str, p: Any, g: Any, axis: int, dtype: Any) -> Any:
+    """The blocked ``log_softmax``/``softmax`` backward kernel (``None`` if it does not apply)."""
+    from refsoftmax.backends import numpy_kernels
+
+    return numpy_kernels.fused_softmax_backward(kind, p, g, axis, dtype)
+
+
+def fused_sparse_ce_backward(p: Any, complement: Any, target: Any, kappa: Any, g: Any,
+                             row_ok: Any, axis: int, dtype: Any) -> Any:
+    """The blocked sparse cross-entropy backward kernel (``None`` if it does not apply)."""
+    from refsoftmax.backends import numpy_kernels
+
+    return numpy_kernels.fused_sparse_ce_backward(p, complement, target, kappa, g, row_ok, axis,
+                                                  dtype)

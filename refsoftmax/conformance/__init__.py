@@ -33,6 +33,7 @@ from typing import Any
 from refsoftmax.conformance import frameworks_extra as _frameworks_extra  # noqa: F401  (paddle, tinygrad drivers)
 from refsoftmax.conformance import sampled as _sampled  # noqa: F401  (registers the sampled specs)
 from refsoftmax.conformance import specs_fenchel_young as _specs_fenchel_young  # noqa: F401  (registers)
+from refsoftmax.conformance import specs_registry as _specs_registry  # noqa: F401  (every other loss)
 from refsoftmax.conformance.cases import DTYPES, Case, generate
 from refsoftmax.conformance.engine import TOLERANCES, CaseResult, run_case
 from refsoftmax.conformance.frameworks import get_framework
@@ -86,6 +87,7 @@ def certify(
     conventions: dict[str, Any] | None = None,
     wrt: tuple[str, ...] | None = None,
     library: str | None = None,
+    library_version: str | None = None,
     function: str | None = None,
     dtypes: tuple[str, ...] = DTYPES,
     backend: str = "numpy",
@@ -110,18 +112,68 @@ def certify(
         ``grad_fn(inputs, options, cotangent) -> {"logits": ...}``; required
         for frameworks without autodiff (``"numpy"``) to check gradients.
     options : iterable of str
-        The reference options ``fn`` accepts; cases using others are skipped.
+        The reference options ``fn`` accepts (keyword arguments of the
+        reference loss, e.g. ``("reduction", "ignore_index")``); cases using
+        others are skipped.  An option the reference does not have is a
+        ``ValueError``.
     conventions : dict, optional
-        Reference options reproducing ``fn``'s documented conventions.
+        Reference options reproducing ``fn``'s documented conventions, e.g.
+        ``{"label_smoothing_mode": "others"}``; a disagreement they explain
+        is reported as ``"convention"``.  Unknown keys, and values the
+        reference refuses, are a ``ValueError``.
+    wrt : tuple of str, optional
+        The array arguments whose gradients are compared (names of the
+        reference's positional arguments, e.g. ``("features", "weights")``
+        for ``am_softmax_loss``); default: the reference's differentiable
+        arguments when gradients can be taken, else none.
+    library, library_version : str, optional
+        The name and version the report carries (default: the function's
+        name and the framework's version).
     dtypes, backend, seed, max_examples, progress
         What to run, on which reference backend, how many random cases.
+
+    Examples
+    --------
+    >>> import refsoftmax
+    >>> from refsoftmax import conformance
+    >>> report = conformance.certify(refsoftmax.am_softmax_loss, loss="am_softmax_loss",
+    ...                              options=("scale", "margin", "reduction"), max_examples=2,
+    ...                              library="mine", library_version="1.0")
+    >>> report.ok, report.library, report.version
+    (True, 'mine', '1.0')
+    >>> conformance.certify(refsoftmax.am_softmax_loss, loss="am_softmax_loss", wrt=("logits",))
+    Traceback (most recent call last):
+    ...
+    ValueError: wrt names 'logits', which is not an array argument of am_softmax_loss: ('features', 'weights', 'labels')
     """
     if loss not in SPECS:
         msg = f"loss={loss!r} has no conformance spec; known: {sorted(SPECS)}"
         raise ValueError(msg)
     fw = get_framework(framework)
-    accepted = set(options)
     spec = SPECS[loss]
+    known = _reference_options(spec)
+    options = tuple(options)
+    unknown = [o for o in options if o not in known]
+    if unknown:
+        msg = f"options {unknown} are not options of {loss}; its options: {sorted(known)}"
+        raise ValueError(msg)
+    bad_keys = [k for k in (conventions or {}) if k not in known]
+    if bad_keys:
+        msg = f"conventions {bad_keys} are not options of {loss}; its options: {sorted(known)}"
+        raise ValueError(msg)
+    bad_dtypes = [d for d in dtypes if d not in DTYPES]
+    if bad_dtypes:
+        msg = f"dtypes {bad_dtypes} are not among {list(DTYPES)}"
+        raise ValueError(msg)
+    if wrt is not None:
+        wrt = tuple(wrt)
+        for name in wrt:
+            if name not in spec.positional:
+                msg = f"wrt names {name!r}, which is not an array argument of {loss}: {spec.positional}"
+                raise ValueError(msg)
+    if conventions:
+        _check_convention_values(loss, dict(conventions))
+    accepted = set(options)
 
     def call(inputs: dict[str, Any], opts: dict[str, Any]) -> Any:
         extra = set(opts) - accepted
@@ -136,13 +188,49 @@ def certify(
 
     name = str(function or getattr(fn, "__name__", repr(fn)))
     has_grads = grad_fn is not None or framework != "numpy"
+    if wrt is None:
+        differentiable = getattr(spec.function, "differentiable", ("logits",))
+        wrt = tuple(n for n in spec.positional if n in differentiable) if has_grads else ()
+    elif wrt and not has_grads:
+        msg = (f"wrt={wrt} needs gradients, but framework={framework!r} has no autodiff: "
+               "pass grad_fn, or certify values only (wrt=())")
+        raise ValueError(msg)
     target = Target(
         str(library or name), name, loss, framework, call,
-        wrt=(wrt or (("logits",) if has_grads else ())), dtypes=dtypes, conventions=dict(conventions or {}),
+        wrt=wrt, dtypes=dtypes, conventions=dict(conventions or {}),
         grad_fn=None if grad_fn is None else (lambda a, o, c: grad_fn(a, o, c)),
     )
-    return certify_targets([target], library=target.library, version=fw.version() if fw.available() else "",
+    version = library_version if library_version is not None else (fw.version() if fw.available() else "")
+    return certify_targets([target], library=target.library, version=version,
                            backend=backend, seed=seed, max_examples=max_examples, progress=progress)
+
+
+def _reference_options(spec: Any) -> set[str]:
+    """The keyword options of a spec's reference function (its non-array parameters)."""
+    import inspect
+
+    target = spec.function.forward if hasattr(spec.function, "forward") else spec.function
+    params = inspect.signature(target).parameters
+    return {n for n, p in params.items()
+            if n not in spec.positional and n != "self"
+            and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)} | set(spec.array_options)
+
+
+def _check_convention_values(loss: str, conventions: dict[str, Any]) -> None:
+    """Run the reference once on the loss's first case with ``conventions``: a value it refuses
+    is a ``ValueError`` naming the convention."""
+    from refsoftmax.conformance.engine import _reference
+
+    first = next((c for c in generate(loss, max_examples=0, dtypes=("float64",)) if c.valid), None)
+    if first is None:  # pragma: no cover - every loss has a valid edge case
+        return
+    options = {**{k: v for k, v in first.rounded_options().items()}, **conventions}
+    options = {k: v for k, v in options.items() if k not in SPECS[loss].array_options}
+    try:
+        _reference(SPECS[loss], first.rounded(), options, None, "numpy")
+    except (ValueError, TypeError) as exc:
+        msg = f"conventions {conventions} are not valid for {loss}: {exc}"
+        raise ValueError(msg) from None
 
 
 def certify_library(library: str, *, backend: str = "numpy", seed: int = 0, max_examples: int = 20,

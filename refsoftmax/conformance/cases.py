@@ -132,6 +132,11 @@ def _sparse_edge_cases(rng: np.random.Generator) -> list[Case]:
                   tags=("option",)))
     c.append(Case("ignore-weights-mean", L, {"logits": z, "labels": ti},
                   {"ignore_index": -100, "class_weights": w, "reduction": "mean"}, tags=("option",)))
+    # a non-negative ignore_index (fairseq pads with 1): the index is also a valid class
+    tp = np.array([1, 4, 1, 0])
+    c.append(Case("ignore-index-1", L, {"logits": z, "labels": tp}, {"ignore_index": 1}, tags=("option",)))
+    c.append(Case("ignore-index-0-mean", L, {"logits": z, "labels": np.array([0, 4, 2, 0])},
+                  {"ignore_index": 0, "reduction": "mean"}, tags=("option",)))
     c.append(Case("all-ignored-mean", L, {"logits": z, "labels": np.full(4, -100)},
                   {"ignore_index": -100, "reduction": "mean"}, tags=("option", "empty")))
     for eps in (0.1, 1.0):

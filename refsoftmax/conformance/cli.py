@@ -30,6 +30,16 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--framework", default="numpy", help="framework of --impl: numpy, torch, tensorflow, jax")
     c.add_argument("--options", default="reduction",
                    help="comma-separated reference options --impl accepts (default: reduction)")
+    c.add_argument("--wrt", default=None, metavar="A,B",
+                   help="array arguments of --impl whose gradients are compared (default: the "
+                        "reference's differentiable ones, e.g. logits; features,weights for am_softmax_loss)")
+    c.add_argument("--conventions", default="", metavar="KEY=VALUE,...",
+                   help="reference options reproducing --impl's conventions, e.g. "
+                        "label_smoothing_mode=others,mean_denominator=count")
+    c.add_argument("--dtypes", default=None, metavar="D,D",
+                   help="dtypes to certify --impl in (default: float64,float32,float16,bfloat16)")
+    c.add_argument("--library", default=None, help="library name the report of --impl carries")
+    c.add_argument("--library-version", default=None, help="version the report of --impl carries")
     c.add_argument("--backend", default="numpy", help="backend the reference runs on: numpy, torch, cupy")
     c.add_argument("--json", type=Path, metavar="PATH", help="write the JSON report (a folder for several)")
     c.add_argument("--markdown", type=Path, metavar="PATH", help="write the Markdown report (a folder for several)")
@@ -128,6 +138,29 @@ def _load_impl(spec: str) -> Any:
     return getattr(module, attr)
 
 
+def _split(text: str | None) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    return tuple(t.strip() for t in text.split(",") if t.strip())
+
+
+def _conventions(text: str) -> dict[str, Any]:
+    """``key=value,...`` as a dict; values are Python literals (numbers, None, True) or strings."""
+    import ast
+
+    out: dict[str, Any] = {}
+    for item in _split(text) or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            msg = f"--conventions items must be KEY=VALUE, got {item!r}"
+            raise ValueError(msg)
+        try:
+            out[key.strip()] = ast.literal_eval(value.strip())
+        except (ValueError, SyntaxError):
+            out[key.strip()] = value.strip()
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from refsoftmax import conformance
@@ -142,10 +175,17 @@ def main(argv: list[str] | None = None) -> int:
             if args.impl:
                 fn = _load_impl(args.impl)
                 options = [o for o in args.options.split(",") if o]
+                dtypes = _split(args.dtypes)
                 reports.append(conformance.certify(
-                    fn, loss=args.loss, framework=args.framework, options=options, library=args.impl,
+                    fn, loss=args.loss, framework=args.framework, options=options,
+                    conventions=_conventions(args.conventions), wrt=_split(args.wrt),
+                    library=args.library or args.impl, library_version=args.library_version,
+                    dtypes=dtypes if dtypes is not None else conformance.DTYPES,
                     backend=args.backend, seed=args.seed, max_examples=args.max_examples, progress=progress,
                 ))
+            elif args.wrt or args.conventions or args.dtypes or args.library or args.library_version:
+                msg = "--wrt, --conventions, --dtypes, --library and --library-version apply to --impl"
+                raise ValueError(msg)
             libraries = args.libraries or ([] if args.impl else adapters.available_adapters())
             for library in libraries:
                 reports.append(conformance.certify_library(

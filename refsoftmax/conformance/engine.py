@@ -175,6 +175,38 @@ def _candidate(target: Target, fw: Framework, inputs: dict[str, np.ndarray], opt
     arrays = {}
     for k, v in inputs.items():
         arrays[k] = fw.to_array(v, dtype if np.issubdtype(v.dtype, np.floating) else None)
+    before = {k: np.array(fw.to_numpy(a), copy=True) for k, a in arrays.items()}
+    out = _call_candidate(target, fw, arrays, options, dtype, cotangent, given)
+    _check_unmodified(fw, arrays, before)
+    return out
+
+
+class _Modified(Exception):
+    """The candidate wrote into one of its input arrays."""
+
+
+def _check_unmodified(fw: Framework, arrays: dict[str, Any], before: dict[str, np.ndarray]) -> None:
+    """Raise :class:`_Modified` naming every input array the candidate changed in place."""
+    changed = []
+    for k, a in arrays.items():
+        try:
+            now = np.asarray(fw.to_numpy(a))
+        except Exception:  # e.g. a torch leaf the candidate resized: count it as modified
+            changed.append(k)
+            continue
+        old = before[k]
+        same = now.shape == old.shape and bool(np.array_equal(
+            now, old, equal_nan=bool(np.issubdtype(old.dtype, np.floating))))
+        if not same:
+            changed.append(k)
+    if changed:
+        msg = f"modified its input {', '.join(changed)} (a loss must leave its arguments unchanged)"
+        raise _Modified(msg)
+
+
+def _call_candidate(target: Target, fw: Framework, arrays: dict[str, Any], options: dict[str, Any],
+                    dtype: str, cotangent: np.ndarray | None,
+                    given: dict[str, Any] | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
     def fn(**kw: Any) -> Any:
         out = target.call(kw, options)
@@ -268,6 +300,10 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         except Unsupported as exc:
             result.status, result.message = "skipped", str(exc)
             return result
+        except _Modified as exc:
+            result.status, result.message = "fail", str(exc)
+            result.reproducer = reproducer(target, case, inputs, options)
+            return result
         except Exception as exc:
             result.message = f"refused invalid input: {type(exc).__name__}: {_first_line(exc)}"
             return result
@@ -288,6 +324,11 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
                                             given)
     except Unsupported as exc:
         result.status, result.message = "skipped", str(exc)
+        return result
+    except _Modified as exc:
+        result.status, result.message = "fail", str(exc)
+        result.checks["purity"] = "fail"
+        result.reproducer = reproducer(target, case, inputs, options)
         return result
     except Exception as exc:
         result.status = "error"

@@ -1,0 +1,73 @@
+"""``refsoftmax certify --impl``: the CLI takes what ``certify()`` takes and refuses what it refuses."""
+
+from __future__ import annotations
+
+import json
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from refsoftmax.conformance.cli import main
+
+IMPL = textwrap.dedent('''
+    import numpy as np
+    import refsoftmax as rs
+
+    def am(features, weights, labels, scale=30.0, margin=0.35, reduction="none"):
+        return np.asarray(rs.am_softmax_loss(features, weights, labels, scale=scale, margin=margin,
+                                             reduction=reduction))
+
+    def others(logits, labels, label_smoothing=0.0, reduction="none"):
+        return np.asarray(rs.sparse_softmax_cross_entropy(
+            logits, labels, label_smoothing=label_smoothing, label_smoothing_mode="others",
+            reduction=reduction))
+''')
+
+
+@pytest.fixture
+def impl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    (tmp_path / "cli_impl_mod.py").write_text(IMPL)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    sys.modules.pop("cli_impl_mod", None)
+    return "cli_impl_mod"
+
+
+def test_wrt_options_dtypes_library_and_version(impl: str, tmp_path: Path) -> None:
+    out = tmp_path / "am.json"
+    rc = main(["certify", "--impl", f"{impl}:am", "--loss", "am_softmax_loss", "--options",
+               "scale,margin,reduction", "--dtypes", "float64",
+               "--library", "mylib", "--library-version", "2.1", "--max-examples", "2", "--quiet",
+               "--json", str(out)])
+    report = json.loads(out.read_text())
+    assert rc == 0
+    assert (report["library"], report["version"]) == ("mylib", "2.1")
+    assert {r["status"] for r in report["results"] if r["dtype"] != "float64"} == {"skipped"}
+    assert {r["status"] for r in report["results"] if r["dtype"] == "float64"} <= {"pass", "skipped"}
+
+
+def test_conventions_turn_a_disagreement_into_a_convention(impl: str, tmp_path: Path) -> None:
+    out = tmp_path / "o.json"
+    rc = main(["certify", "--impl", f"{impl}:others", "--options", "label_smoothing,reduction",
+               "--conventions", "label_smoothing_mode=others", "--dtypes", "float64",
+               "--max-examples", "0", "--quiet", "--json", str(out)])
+    statuses = {r["status"] for r in json.loads(out.read_text())["results"]}
+    assert rc == 0 and "convention" in statuses and "fail" not in statuses
+
+
+@pytest.mark.parametrize(("flags", "word"), [
+    (["--options", "reduction,smoothing"], "smoothing"),
+    (["--conventions", "label_smothing_mode=others"], "label_smothing_mode"),
+    (["--conventions", "label_smoothing_mode=sideways"], "sideways"),
+    (["--conventions", "nokey"], "KEY=VALUE"),
+    (["--wrt", "logits,weights"], "weights"),
+    (["--wrt", "logits"], "needs gradients"),  # numpy: no autodiff, and no grad_fn from the CLI
+    (["--dtypes", "float64,float8"], "float8"),
+])
+def test_unknown_keys_and_values_exit_2_naming_them(impl: str, capsys: pytest.CaptureFixture[str],
+                                                    flags: list[str], word: str) -> None:
+    rc = main(["certify", "--impl", f"{impl}:others", "--quiet", *flags])
+    assert rc == 2
+    assert word in capsys.readouterr().err
