@@ -13,12 +13,12 @@ from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._validation import check_axis
 
-__all__ = ["prepare_along_axis"]
+__all__ = ["check_along_axis", "prepare_along_axis"]
 
 
-def prepare_along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
-    """``(xp, z, axis, dtype)``: ``x`` in the compute dtype with ``axis`` last, the
-    normalised ``axis`` and ``x``'s own dtype (results are returned in it).
+def check_along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
+    """``(xp, x, axis, compute dtype)``: ``x`` validated (as an array of its namespace, not
+    converted or moved, so nothing is copied) and ``axis`` normalised.
 
     Raises
     ------
@@ -33,6 +33,14 @@ def prepare_along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
     if x.ndim == 0:
         msg = "x must have at least one dimension"
         raise ValueError(msg)
-    axis = check_axis(axis, x.ndim)
-    z = xp.moveaxis(xp.astype(x, dtype), axis, -1)
+    return xp, x, check_axis(axis, x.ndim), dtype
+
+
+def prepare_along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
+    """``(xp, z, axis, dtype)``: ``x`` in the compute dtype with ``axis`` last (a view where
+    no conversion is needed: callers never write into it), the normalised ``axis`` and
+    ``x``'s own dtype (results are returned in it).  Raises as :func:`check_along_axis`.
+    """
+    xp, x, axis, cdtype = check_along_axis(x, axis)
+    z = xp.moveaxis(xp.astype(x, cdtype, copy=False), axis, -1)
     return xp, z, axis, x.dtype

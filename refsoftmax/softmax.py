@@ -22,11 +22,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from refsoftmax._arrays import resolve
-from refsoftmax._dtypes import compute_dtype
+from refsoftmax._along_axis import check_along_axis
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._shifted import backend_kernel, shift_rows
-from refsoftmax._validation import check_axis
 
 __all__ = ["log_softmax", "logsumexp", "shifted_exp", "softmax"]
 
@@ -61,20 +59,6 @@ class _SoftmaxResiduals(Residuals):
     p: Any  # softmax along the last axis (classes moved last)
     axis: int
     dtype: Any  # the input's dtype (results are returned in it)
-
-
-def _along_axis(x: Any, axis: int) -> tuple[Any, Any, int, Any]:
-    """``(xp, x, axis, compute dtype)``: the checks of
-    :func:`refsoftmax._along_axis.prepare_along_axis`, but ``x`` neither converted nor moved
-    (that function copies ``x``, which the kernels never need and the array-API code never
-    writes into)."""
-    xp, arrays = resolve(x=x)
-    x = arrays["x"]
-    dtype = compute_dtype(xp, x, "x")
-    if x.ndim == 0:
-        msg = "x must have at least one dimension"
-        raise ValueError(msg)
-    return xp, x, check_axis(axis, x.ndim), dtype
 
 
 def _classes_last(xp: Any, x: Any, axis: int, dtype: Any) -> Any:
@@ -131,7 +115,7 @@ class LogSumExp(Function):
         return self._forward(x, axis, keepdims, keep=True)
 
     def _forward(self, x: Any, axis: int, keepdims: bool, keep: bool) -> tuple[Any, Any]:
-        xp, x, axis, cdtype = _along_axis(x, axis)
+        xp, x, axis, cdtype = check_along_axis(x, axis)
         fast = _kernel_forward(xp, x, axis, cdtype, keep, lse=True)
         if fast is not None:
             value, p = fast["lse"], fast.get("p")  # float64, rounded once below
@@ -194,7 +178,7 @@ class LogSoftmax(Function):
         return self._forward(x, axis, keep=True)
 
     def _forward(self, x: Any, axis: int, keep: bool) -> tuple[Any, Any]:
-        xp, x, axis, cdtype = _along_axis(x, axis)
+        xp, x, axis, cdtype = check_along_axis(x, axis)
         fast = _kernel_forward(xp, x, axis, cdtype, keep, log_probs=True)
         if fast is not None:
             value, p = fast["log_probs"], fast.get("p")  # in x's layout and dtype
@@ -252,7 +236,7 @@ class Softmax(Function):
         return self._forward(x, axis, keep=True)
 
     def _forward(self, x: Any, axis: int, keep: bool) -> tuple[Any, Any]:
-        xp, x, axis, cdtype = _along_axis(x, axis)
+        xp, x, axis, cdtype = check_along_axis(x, axis)
         fast = _kernel_forward(xp, x, axis, cdtype, keep, probs=True)
         if fast is not None:
             value, p = fast["probs"], fast.get("p")  # the residual is a copy (see the residuals)
