@@ -38,15 +38,22 @@ def _loss_and_grad(z: Any, t: Any, kappa: Any, g: Any) -> tuple[Any, Any] | None
     if bool(torch.isinf(m).any()):  # an empty (all -inf) row, or a +inf logit
         return None
     grad = z - m  # ẑ = z - m, in the buffer that becomes the gradient
-    # TwoSum: δ = (z - m) - ẑ exactly (a -inf logit makes it NaN: see below)
-    b_virtual = grad - z
-    err = (z - (grad - b_virtual)).add_(-m - b_virtual)
-    err = torch.where(torch.isfinite(grad), err, 0.0)  # a -inf logit: e = 0, δ = 0 (not NaN)
+    # TwoSum (Knuth), in place in two [N, C] buffers: δ = (z - m) - ẑ exactly
+    b_virtual = torch.sub(grad, z)  # b' = ẑ - z
+    err = torch.sub(grad, b_virtual)  # a' = ẑ - b'
+    torch.sub(z, err, out=err)  # a - a'
+    b_virtual.neg_().sub_(m)  # b - b' = -m - b'
+    err.add_(b_virtual)  # δ
+    del b_virtual
+    # a -inf logit (or an overflowed shift) makes δ NaN there; one sum finds it (isfinite over
+    # [N, C] measured 0.46 s at 2048 x 32000, the sum 0.02 s)
+    if not bool(torch.isfinite(err.sum())):
+        err.masked_fill_(~torch.isfinite(grad), 0.0)  # where e = 0 anyway
     idx = t.unsqueeze(1)
     zhat_t = grad.gather(1, idx).squeeze(1)
     err_t = err.gather(1, idx).squeeze(1)
     grad.exp_().mul_(err.add_(1.0))  # e = e^{ẑ}(1 + δ) = e^{z - m} to ~1 ulp
-    del err, b_virtual
+    del err
     e_t = grad.gather(1, idx).squeeze(1)
     grad.scatter_(1, top, 0.0)  # r = s - 1: every term but the maximum's own 1
     r = grad.sum(dim=1)
