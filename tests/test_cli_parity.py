@@ -71,3 +71,12 @@ def test_unknown_keys_and_values_exit_2_naming_them(impl: str, capsys: pytest.Ca
     rc = main(["certify", "--impl", f"{impl}:others", "--quiet", *flags])
     assert rc == 2
     assert word in capsys.readouterr().err
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import refsoftmax
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.strip() == f"refsoftmax {refsoftmax.__version__}"

@@ -16,7 +16,10 @@ __all__ = ["main"]
 
 
 def _parser() -> argparse.ArgumentParser:
+    from refsoftmax import __version__
+
     p = argparse.ArgumentParser(prog="refsoftmax", description="Reference softmax losses and their conformance suite.")
+    p.add_argument("--version", action="version", version=f"refsoftmax {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     c = sub.add_parser(
         "certify",
