@@ -265,16 +265,38 @@ def _shift(src: np.ndarray, bufs: list[np.ndarray], target: np.ndarray | None,
                     zhat_t, err_t, e_t)
 
 
+def _at_target(sh: _Shifted) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ẑ_t, δ_t, e_t)`` of a block shifted with a target (a programming error otherwise)."""
+    if sh.zhat_t is None or sh.err_t is None or sh.e_t is None:
+        msg = "the block was shifted without a target"
+        raise RuntimeError(msg)
+    return sh.zhat_t, sh.err_t, sh.e_t
+
+
 def _complement(sh: _Shifted) -> np.ndarray:
     """``1 - p_t = (r + (1 - e_t))/s`` with ``1 - e_t = -expm1(ẑ_t) - δ_t e_t``: no cancellation."""
-    assert sh.zhat_t is not None and sh.err_t is not None and sh.e_t is not None
-    return (sh.r + (-np.expm1(sh.zhat_t) - sh.err_t * sh.e_t)) / sh.s
+    zhat_t, err_t, e_t = _at_target(sh)
+    return (sh.r + (-np.expm1(zhat_t) - err_t * e_t)) / sh.s
 
 
 def _neg_log_p_t(sh: _Shifted) -> np.ndarray:
     """``-log p_t = (log s - ẑ_t) - δ_t``: two non-negative terms."""
-    assert sh.zhat_t is not None and sh.err_t is not None
-    return (sh.log_s - sh.zhat_t) - sh.err_t
+    zhat_t, err_t, _ = _at_target(sh)
+    return (sh.log_s - zhat_t) - err_t
+
+
+def _shift_plan(x: np.ndarray, c: int, keep_zhat: bool) -> tuple[int, int, int]:
+    """``(buffers, workers, block height)`` of a blocked pass of :func:`_shift` over ``x``."""
+    nbuf = _buffer_count(x.dtype, keep_zhat)
+    workers = _workers(x.nbytes, x.size // c)
+    return nbuf, workers, _block_rows(x.nbytes, c, 8, nbuf, workers)
+
+
+def _shift_buffers(segments: list[tuple[_Unit, int, int]], height: int, c: int,
+                   nbuf: int) -> list[np.ndarray]:
+    """One task's float64 work buffers for :func:`_shift`, as tall as its tallest block."""
+    rows = min(height, max(b - a for _, a, b in segments))
+    return [np.empty((rows, c)) for _ in range(nbuf)]
 
 
 def _floating(dtype: Any) -> bool:
@@ -325,13 +347,10 @@ def fused_softmax(
         out[name] = np.empty(lead, dtype=np.float64)
     wide_names = list(moved)
     units = _units([v, *(moved[k] for k in wide_names)], [t, *(out[k] for k in per_row)])
-    nbuf = _buffer_count(v.dtype, log_probs)
-    workers = _workers(v.nbytes, v.size // c)
-    height = _block_rows(v.nbytes, c, 8, nbuf, workers)
+    nbuf, workers, height = _shift_plan(v, c, log_probs)
 
     def task(segments: list[tuple[_Unit, int, int]]) -> bool:
-        bufs = [np.empty((min(height, max(b - a for _, a, b in segments)), c))
-                for _ in range(nbuf)]
+        bufs = _shift_buffers(segments, height, c, nbuf)
         for u, i, j in _blocks(segments, height):
             src, *dst = (a[i:j] for a in u.wide)
             tb = None if u.rows[0] is None else u.rows[0][i:j]
@@ -389,13 +408,10 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
     losses = np.empty(lead, dtype=np.float64)
     grad = np.empty(z.shape, dtype=z.dtype)
     units = _units([z, grad], [t, k, gv, losses])
-    nbuf = _buffer_count(z.dtype, False)
-    workers = _workers(z.nbytes, z.size // c)
-    height = _block_rows(z.nbytes, c, 8, nbuf, workers)
+    nbuf, workers, height = _shift_plan(z, c, False)
 
     def task(segments: list[tuple[_Unit, int, int]]) -> bool:
-        bufs = [np.empty((min(height, max(b - a for _, a, b in segments)), c))
-                for _ in range(nbuf)]
+        bufs = _shift_buffers(segments, height, c, nbuf)
         for u, i, j in _blocks(segments, height):
             src, gb = (a[i:j] for a in u.wide if a is not None)
             tb, kb, gvb, lb = (a[i:j] for a in u.rows if a is not None)
