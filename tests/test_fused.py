@@ -155,3 +155,40 @@ def test_bad_thread_setting(monkeypatch):
     monkeypatch.setenv("REFSOFTMAX_NUM_THREADS", "many")
     with pytest.raises(ValueError, match="REFSOFTMAX_NUM_THREADS='many'"):
         numpy_kernels.num_threads()
+
+
+@pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-14), (np.float32, 2e-6)])
+def test_fused_every_row_form(monkeypatch, kernel, rng, dtype, rtol):
+    """Rows of each form of the torch kernel (direct, shifted, direct then re-done shifted), in one call.
+
+    The direct form needs a row maximum in [0, M]; the rows it hands to the shifted form are
+    those with r = s/e^m - 1 < 1 (confident rows, near-ties).  The spy proves each form ran.
+    """
+    c = 300
+    z = rng.standard_normal((8, c)) * 3 + 2  # direct: max ~ 10, r >> 1
+    z[1] = z[1] - 40  # negative maximum: the whole call takes the shifted form below
+    z[2, 7] = z[2].max() + 30  # confident row (r ~ 1e-11 << 1)
+    z[3, :2] = z[3].max() + 5  # a near-tie between two top classes, r ~ 1
+    z[4, :50] = -np.inf  # masked classes in a direct row
+    z[5, 11] = -np.inf  # a masked target
+    t = rng.integers(0, c, size=8)
+    t[2], t[3], t[5], t[6] = 7, 1, 11, -100
+    for rows in (slice(None), [0, 2, 3, 4, 5, 6, 7]):  # with and without the negative-max row
+        zs, ts = z[rows].astype(dtype), t[rows]
+        seen = []
+        if kernel.name != "numpy":
+            def spy(zz, *a, real=kernel.module._shifted, seen=seen):
+                seen.append(int(zz.shape[0]))
+                return real(zz, *a)
+
+            monkeypatch.setattr(kernel.module, "_shifted", spy)
+        fused, plain, calls = both_paths(monkeypatch, kernel, zs, ts, ignore_index=-100,
+                                         reduction="none", cotangent=np.linspace(0.5, 2, len(ts), dtype=dtype))
+        monkeypatch.undo()
+        assert calls == [True]
+        if kernel.name != "numpy":  # all rows shifted, or the direct form then its r < 1 rows
+            assert seen == ([8] if rows == slice(None) else [2]), seen
+        assert np.isinf(fused[0][5 if rows == slice(None) else 4])
+        finite = np.isfinite(plain[0])
+        np.testing.assert_allclose(fused[0][finite], plain[0][finite], rtol=rtol, atol=0)
+        np.testing.assert_allclose(fused[1]["logits"], plain[1]["logits"], rtol=rtol, atol=0)

@@ -1,75 +1,180 @@
-"""Optional fused PyTorch kernel: the same numbers as the array-API code, faster.
+r"""Optional fused PyTorch kernel: the array-API code's accuracy in a few passes over memory.
 
-The array-API code in ``refsoftmax/sparse_softmax_cross_entropy.py`` is the
-definition; this module re-schedules its arithmetic with in-place torch ops
-(no autograd: everything runs under ``torch.no_grad``):
+The array-API code (:mod:`refsoftmax._shifted`, :mod:`refsoftmax._sparse_ce`)
+is the definition; this module computes the same quantities to the same
+accuracy with in-place torch ops (no autograd: everything runs under
+``torch.no_grad``), in one of two forms per row:
 
-* **in place**: the gradient buffer holds the shifted logits, then their
-  exponentials, then the gradient; two ``[N, C]`` temporaries hold the
-  shift's rounding error (TwoSum) until the exponentials are corrected;
-* **accurate** as the array-API path (:mod:`refsoftmax._shifted`);
-* torch's own intra-op threads parallelise each op.  Row blocks of 0.5–8 MiB
-  (as the NumPy kernel uses) measured no faster on the CPU (0.21 s vs 0.19 s
-  at 2048 × 32,000 float32, 2 cores), so the whole array is one block.
+* **direct** (rows whose maximum :math:`m` lies in :math:`[0, M]`, :math:`M`
+  keeping :math:`C e^{M}` finite: the common case).  The exponentials are taken
+  of the logits themselves, :math:`e_c = e^{z_c}`.  Their arguments are exact,
+  so there is no shift error to recover, and nothing underflows that the shifted
+  form would keep (:math:`z_c - m \le z_c`).  With :math:`s = \sum_c e_c` and
+  :math:`r = s/e^{m} - 1 \ge 1`:
+  :math:`-\log p_t = \operatorname{log1p}(r) + (m - z_t)` (two non-negative
+  terms), :math:`p_c = e_c/s`, and :math:`1 - p_t = (s - e_t)/s` with
+  :math:`s - e_t \ge s/2` (as :math:`e_t \le e^{m} \le s/2`): no cancellation
+  anywhere.  Four passes over the array: max, exp, sum, scale;
+* **shifted** (every other row: a negative or huge maximum, NaN, ``-inf``
+  logits, and rows with :math:`r < 1` — confident examples and near-ties —
+  where :math:`r` must keep its relative accuracy): the arithmetic of
+  :mod:`refsoftmax._shifted` itself — the shift's rounding error δ kept (TwoSum),
+  :math:`e = e^{\hat z}(1 + \delta)`, :math:`\log s = \operatorname{log1p}(r)`
+  with :math:`r` summed without the maximum's own 1 — in row blocks of about
+  2 MiB so that its ~12 passes run in the caches.
 
-``tests/test_fused.py`` compares every result with the plain path.
+Measured at 2048 × 32,000 float32 on 2 cores (``benchmarks/bench_sparse_ce.py``
+inputs): the shifted form on the whole array as one block 0.71 s, in 2 MiB
+blocks 0.22 s, the direct form 0.094 s (in 2 MiB blocks 0.12 s: with four
+passes the per-call overhead of blocks outweighs their cache reuse).  On the
+CPU the gradient is allocated by NumPy, which advises the kernel to back large
+arrays with transparent huge pages: the first touch of 262 MB costs 42 ms
+instead of 98 ms with torch's allocator (the tensor shares that memory,
+``torch.from_numpy``).  torch's intra-op threads parallelise each op.
+
+``tests/test_fused.py`` compares every result with the plain path, and the
+accuracy suite (``tests/accuracy``) measures this kernel against mpmath.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 __all__ = ["fused_sparse_softmax_cross_entropy"]
 
 #: Set to False to make refsoftmax ignore this module (tests compare both paths).
 ENABLED = True
+_BLOCK_BYTES = 1 << 21  # one [rows, C] buffer of the shifted form on the CPU
 
 
-def _loss_and_grad(z: Any, t: Any, kappa: Any, g: Any) -> tuple[Any, Any] | None:
-    """Losses ``[N]`` and gradient ``[N, C]`` of rows ``z``; ``None`` if a row needs the general path.
+def _empty_like(z: Any) -> Any:
+    """An uninitialised tensor like ``z``; on the CPU allocated by NumPy (huge pages)."""
+    import numpy as np
+    import torch
 
-    The arithmetic of :mod:`refsoftmax._shifted`: the shift's rounding error δ
-    kept (TwoSum), ``log s = log1p(r)`` with ``r = s - 1`` summed without the
-    maximum's own 1, and the target's ``p_t - 1`` as ``-(r - expm1(ẑ_t) - δ_t e_t)/s``.
+    if z.device.type != "cpu":
+        return torch.empty_like(z)
+    dtype = np.float32 if z.dtype == torch.float32 else np.float64
+    return torch.from_numpy(np.empty(tuple(z.shape), dtype=dtype))
+
+
+def _finish(out: Any, idx: Any, kb: Any, gb: Any, neg_log_p_t: Any, s: Any,
+            complement: Any) -> Any:
+    """Scale ``out`` (``e``) to the gradient ``g κ (p - onehot)``; return the losses ``κ (-log p_t)``.
+
+    ``complement`` is :math:`s - e_t \\ge 0`, computed without cancellation by the caller.
     """
     import torch
 
-    m, top = z.max(dim=1, keepdim=True)  # the maximum and its (first) index
-    if bool(torch.isinf(m).any()):  # an empty (all -inf) row, or a +inf logit
-        return None
-    grad = z - m  # ẑ = z - m, in the buffer that becomes the gradient
-    # TwoSum (Knuth), in place in two [N, C] buffers: δ = (z - m) - ẑ exactly
-    b_virtual = torch.sub(grad, z)  # b' = ẑ - z
-    err = torch.sub(grad, b_virtual)  # a' = ẑ - b'
-    torch.sub(z, err, out=err)  # a - a'
-    b_virtual.neg_().sub_(m)  # b - b' = -m - b'
-    err.add_(b_virtual)  # δ
-    del b_virtual
-    # a -inf logit (or an overflowed shift) makes δ NaN there; one sum finds it (isfinite over
-    # [N, C] measured 0.46 s at 2048 x 32000, the sum 0.02 s)
-    if not bool(torch.isfinite(err.sum())):
-        err.masked_fill_(~torch.isfinite(grad), 0.0)  # where e = 0 anyway
-    idx = t.unsqueeze(1)
-    zhat_t = grad.gather(1, idx).squeeze(1)
-    err_t = err.gather(1, idx).squeeze(1)
-    grad.exp_().mul_(err.add_(1.0))  # e = e^{ẑ}(1 + δ) = e^{z - m} to ~1 ulp
-    del err
-    e_t = grad.gather(1, idx).squeeze(1)
-    grad.scatter_(1, top, 0.0)  # r = s - 1: every term but the maximum's own 1
-    r = grad.sum(dim=1)
-    grad.scatter_(1, top, 1.0)
-    s = 1.0 + r
-    neg_log_p_t = torch.log1p(r) - zhat_t - err_t  # log s - (z_t - m): no cancellation
     # 0 · anything = 0 (ignored rows), even where the row holds NaN
-    losses = torch.where(kappa == 0, torch.zeros_like(s), kappa * neg_log_p_t)
-    gk = g * kappa
-    grad.mul_((gk / s).unsqueeze(1))  # (g κ) p
-    # the target: g κ (p_t - 1) = -g κ (s - e_t)/s with s - e_t = r - expm1(ẑ_t) - δ_t e_t >= 0
-    spike = -gk * ((r - torch.expm1(zhat_t) - err_t * e_t) / s)
-    grad.scatter_(1, idx, spike.unsqueeze(1))
+    losses = torch.where(kb == 0, torch.zeros_like(s), kb * neg_log_p_t)
+    gk = gb * kb
+    out.mul_((gk / s).unsqueeze(1))  # (g κ) p
+    out.scatter_(1, idx, (-gk * (complement / s)).unsqueeze(1))  # g κ (p_t - 1)
     silent = gk == 0
     if bool(silent.any()):  # exactly 0 where g or κ is 0, even on NaN rows
-        grad.masked_fill_(silent.unsqueeze(1), 0.0)
+        out.masked_fill_(silent.unsqueeze(1), 0.0)
+    return losses
+
+
+def _exp_shifted(zb: Any, m: Any, out: Any, b_virtual: Any, err: Any, *, masked: bool) -> None:
+    """``out = fl(z - m)`` and ``err = δ = (z - m) - fl(z - m)`` exactly (TwoSum, 5 passes).
+
+    ``masked``: the block may hold ``-inf`` logits, whose δ (``-inf - -inf``) is set to 0.
+    """
+    import torch
+
+    torch.sub(zb, m, out=out)  # ẑ = fl(z - m)
+    # TwoSum (Knuth): δ = (z - a') + (-m - b') with b' = ẑ - z, a' = ẑ - b', exactly
+    torch.sub(out, zb, out=b_virtual)
+    torch.sub(out, b_virtual, out=err)
+    torch.sub(zb, err, out=err)
+    torch.sub(-m, b_virtual, out=b_virtual)
+    err.add_(b_virtual)
+    if masked:
+        err.masked_fill_(~torch.isfinite(out), 0.0)  # e = 0 there anyway
+
+
+def _shifted_block(zb: Any, tb: Any, kb: Any, gb: Any, out: Any, scratch: tuple[Any, Any],
+                   *, masked: bool = False) -> Any | None:
+    """Losses of the rows ``zb`` (gradient into ``out``) by the shifted form; ``None`` on an infinite maximum."""
+    import torch
+
+    m = zb.amax(dim=1, keepdim=True)  # (amax: max with indices costs 6x more)
+    if bool(torch.isinf(m).any()):  # an empty (all -inf) row, or a +inf logit
+        return None
+    b_virtual, err = scratch
+    _exp_shifted(zb, m, out, b_virtual, err, masked=masked)
+    idx = tb.unsqueeze(1)
+    zhat_t = out.gather(1, idx).squeeze(1)
+    err_t = err.gather(1, idx).squeeze(1)
+    out.exp_().mul_(err.add_(1.0))  # e = e^{ẑ}(1 + δ); not e + e δ (subnormal e δ under FTZ)
+    e_t = out.gather(1, idx).squeeze(1)
+    s = out.sum(dim=1)
+    if not masked and bool(torch.isnan(s).any()):  # -inf logits (δ NaN there), or a NaN row
+        return _shifted_block(zb, tb, kb, gb, out, scratch, masked=True)
+    r = s - 1.0  # r = s - 1 is as accurate as s while r >= 1 (s >= 2) ...
+    small = r < 1.0
+    if bool(small.any()):  # ... else summed without the maximum's own 1 (confident rows)
+        rows = small.nonzero().squeeze(1)
+        e_rows = out.index_select(0, rows)
+        e_rows.scatter_(1, zb.index_select(0, rows).argmax(dim=1, keepdim=True), 0.0)
+        r.index_copy_(0, rows, e_rows.sum(dim=1))
+    s = 1.0 + r
+    neg_log_p_t = torch.log1p(r) - zhat_t - err_t  # log s - (z_t - m): no cancellation
+    # s - e_t = r - expm1(ẑ_t) - δ_t e_t: non-negative terms (see Rows.complement_at)
+    return _finish(out, idx, kb, gb, neg_log_p_t, s, r - torch.expm1(zhat_t) - err_t * e_t)
+
+
+def _shifted(z: Any, t: Any, kappa: Any, g: Any, grad: Any) -> Any | None:
+    """The shifted form over ``z`` in row blocks of ``_BLOCK_BYTES``; losses, gradient into ``grad``."""
+    import torch
+
+    n, c = z.shape
+    height = max(1, min(n, _BLOCK_BYTES // max(1, c * z.element_size())))
+    if z.device.type != "cpu":
+        height = max(1, n)  # one block on a GPU: per-call overhead dominates there
+    losses = torch.empty((n,), dtype=z.dtype, device=z.device)
+    scratch = [torch.empty((height, c), dtype=z.dtype, device=z.device) for _ in range(2)]
+    for i in range(0, n, height):
+        j = min(n, i + height)
+        block = _shifted_block(z[i:j], t[i:j], kappa[i:j], g[i:j], grad[i:j],
+                               (scratch[0][: j - i], scratch[1][: j - i]))
+        if block is None:
+            return None
+        losses[i:j] = block
+    return losses
+
+
+def _loss_and_grad(z: Any, t: Any, kappa: Any, g: Any) -> tuple[Any, Any] | None:
+    """Losses ``[N]`` and gradient ``[N, C]`` of rows ``z``; ``None`` if a row needs the general path."""
+    import torch
+
+    c = z.shape[1]
+    grad = _empty_like(z)
+    m = z.amax(dim=1)
+    ceiling = math.log(torch.finfo(z.dtype).max) - math.log(c) - 1.0  # C e^m stays finite
+    if not bool(((m >= 0) & (m <= ceiling)).all()):  # also NaN and infinite maxima
+        losses = _shifted(z, t, kappa, g, grad)
+        return None if losses is None else (losses, grad)
+    torch.exp(z, out=grad)  # the direct form (module docstring)
+    s = grad.sum(dim=1)
+    r = s / torch.exp(m) - 1.0  # Σ_{c ≠ argmax} e^{z_c - m}
+    idx = t.unsqueeze(1)
+    e_t = grad.gather(1, idx).squeeze(1)
+    neg_log_p_t = torch.log1p(r) + (m - z.gather(1, idx).squeeze(1))
+    losses = _finish(grad, idx, kappa, g, neg_log_p_t, s, s - e_t)
+    near = r < 1.0
+    if bool(near.any()):  # r < 1 (confident rows, near-ties): the shifted form keeps r accurate
+        rows = near.nonzero().squeeze(1)
+        sub = torch.empty((int(rows.shape[0]), c), dtype=z.dtype, device=z.device)
+        again = _shifted(z.index_select(0, rows), t.index_select(0, rows),
+                         kappa.index_select(0, rows), g.index_select(0, rows), sub)
+        if again is None:  # not reached: these rows have finite maxima
+            return None
+        grad.index_copy_(0, rows, sub)
+        losses.index_copy_(0, rows, again)
     return losses, grad
 
 
