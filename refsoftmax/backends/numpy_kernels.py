@@ -415,17 +415,18 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
         for u, i, j in _blocks(segments, height):
             src, gb = (a[i:j] for a in u.wide if a is not None)
             tb, kb, gvb, lb = (a[i:j] for a in u.rows if a is not None)
-            sh = _shift(src, bufs, tb, keep_zhat=False)
-            if sh is None:
-                return False
-            lb[...] = np.where(kb == 0, 0, kb * _neg_log_p_t(sh))  # 0 · anything = 0 (ignored)
-            gk = gvb * kb
-            np.multiply(sh.e, (gk / sh.s)[:, None], out=gb, casting="same_kind")  # (g κ) p
-            # the target: g κ (p_t - 1) = -g κ (1 - p_t), without cancellation
-            gb[np.arange(len(tb)), tb] = -gk * _complement(sh)
-            silent = gk == 0
-            if silent.any():  # exactly 0 where the cotangent or κ is 0, even on NaN rows
-                gb[silent] = 0
+            near = _direct_sparse_ce(src, tb, kb, gvb, gb, lb)
+            if near is None:  # not every row's maximum in [0, M]: the shifted form
+                if not _shifted_sparse_ce(src, bufs, tb, kb, gvb, gb, lb):
+                    return False
+            elif near.any():  # rows with r < 1: the shifted form keeps r's relative accuracy
+                rows = np.flatnonzero(near)
+                sub_g = np.empty((len(rows), c), dtype=gb.dtype)
+                sub_l = np.empty(len(rows))
+                if not _shifted_sparse_ce(src[rows], bufs, tb[rows], kb[rows], gvb[rows],
+                                          sub_g, sub_l):
+                    return False  # pragma: no cover - these rows have finite maxima
+                gb[rows], lb[rows] = sub_g, sub_l
         return True
 
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -433,6 +434,59 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
     if not ok:
         return None
     return losses.astype(z.dtype), grad
+
+
+def _shifted_sparse_ce(src: np.ndarray, bufs: list[np.ndarray], tb: np.ndarray, kb: np.ndarray,
+                       gvb: np.ndarray, gb: np.ndarray, lb: np.ndarray) -> bool:
+    """Losses into ``lb`` and the gradient into ``gb`` of the rows ``src`` by the shifted form.
+
+    False when a row's maximum is infinite (the caller then takes the general path).
+    """
+    sh = _shift(src, bufs, tb, keep_zhat=False)
+    if sh is None:
+        return False
+    lb[...] = np.where(kb == 0, 0, kb * _neg_log_p_t(sh))  # 0 · anything = 0 (ignored)
+    gk = gvb * kb
+    np.multiply(sh.e, (gk / sh.s)[:, None], out=gb, casting="same_kind")  # (g κ) p
+    # the target: g κ (p_t - 1) = -g κ (1 - p_t), without cancellation
+    gb[np.arange(len(tb)), tb] = -gk * _complement(sh)
+    silent = gk == 0
+    if silent.any():  # exactly 0 where the cotangent or κ is 0, even on NaN rows
+        gb[silent] = 0
+    return True
+
+
+def _direct_sparse_ce(src: np.ndarray, tb: np.ndarray, kb: np.ndarray, gvb: np.ndarray,
+                      gb: np.ndarray, lb: np.ndarray) -> np.ndarray | None:
+    r"""The direct form (no shift) of the rows ``src``; the rows it leaves to the shifted form.
+
+    Applies when every row maximum :math:`m` lies in :math:`[0, M]` (:math:`C e^{M}`
+    finite; NaN rows fail the test); returns ``None`` otherwise, writing nothing.  The
+    exponentials are taken of the logits themselves, in the input's dtype: their
+    arguments are exact, so there is no shift error to recover, and nothing underflows that
+    the shifted form would keep.  With :math:`s = \sum_c e^{z_c}` and :math:`r = s/e^m - 1`:
+    :math:`-\log p_t = \operatorname{log1p}(r) + (m - z_t)`, :math:`p_c = e_c / s` and
+    :math:`1 - p_t = (s - e_t)/s` with :math:`s - e_t \ge s/2` when :math:`r \ge 1`.
+    The returned mask marks the rows with :math:`r < 1` (confident examples, near-ties),
+    whose results the caller recomputes by the shifted form.
+    """
+    m = src.max(axis=1).astype(np.float64)  # NaN in a NaN row
+    ceiling = math.log(float(np.finfo(src.dtype).max)) - math.log(src.shape[1]) - 1.0
+    if not bool(((m >= 0) & (m <= ceiling)).all()):
+        return None
+    rows = np.arange(len(tb))
+    np.exp(src, out=gb)  # e = e^z: an exact argument
+    s = gb.sum(axis=1, dtype=np.float64)
+    r = s / np.exp(m) - 1.0  # Σ over every class but the maximum of e^{z - m}
+    e_t = gb[rows, tb].astype(np.float64)
+    lb[...] = np.where(kb == 0, 0, kb * (np.log1p(r) + (m - src[rows, tb])))  # no cancellation
+    gk = gvb * kb
+    np.multiply(gb, (gk / s)[:, None], out=gb, casting="same_kind")  # (g κ) p, rounded once
+    gb[rows, tb] = -gk * ((s - e_t) / s)  # g κ (p_t - 1)
+    silent = gk == 0
+    if silent.any():  # exactly 0 where the cotangent or κ is 0
+        gb[silent] = 0
+    return r < 1.0
 
 
 # ----------------------------------------------------------------------------- backward
