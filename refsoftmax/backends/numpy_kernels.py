@@ -23,7 +23,11 @@ that arithmetic for NumPy:
   sum without the maximum's own 1, and ``1 - p_t`` without cancellation.
   float16/float32 rows are widened to float64 inside a block (where ``z - m``
   is exact to far below their ulp, so the error term is 0) and each result is
-  rounded once;
+  rounded once.  The sparse cross-entropy first tries the **direct form** of
+  :mod:`refsoftmax.backends.torch_kernels` (rows whose maximum lies in
+  :math:`[0, M]`: the exponentials of the logits themselves, in the input's
+  dtype, no shift and so no shift error), 3× faster; its float32 gradient is
+  within 1.75 ulp (NumPy's float32 ``exp`` is within 2.52), ``docs/accuracy.md``;
 * **both cores**: NumPy releases the GIL inside its ufuncs, so row ranges run
   on a thread pool (``REFSOFTMAX_NUM_THREADS``, default ``os.cpu_count()``).
 
