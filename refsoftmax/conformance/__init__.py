@@ -9,11 +9,11 @@
 >>> report = conformance.certify(my_loss, loss="sparse_softmax_cross_entropy", framework="numpy",
 ...                              options=("reduction",), max_examples=5)
 >>> sorted({r.case.split("[")[0] for r in report.results if r.status == "fail"})
-['label-negative', 'leading-dims']
+['label-negative', 'leading-dims', 'leading-dims-mean', 'leading-dims-sum', 'random-2']
 
 Two defects of ``my_loss`` are caught: ``labels[:, None]`` breaks leading
-batch dims, and ``take_along_axis`` silently wraps the label -1 around to
-the last class.  Without a ``grad_fn`` only values are checked for NumPy.
+batch dims (in every reduction, and in a random case with batch dims), and
+``take_along_axis`` silently wraps the label -1 around to the last class.  Without a ``grad_fn`` only values are checked for NumPy.
 
 See ``refsoftmax certify --help`` for the command line and ``docs/conformance.md``.
 """
@@ -35,21 +35,33 @@ from refsoftmax.conformance import sampled as _sampled  # noqa: F401  (registers
 from refsoftmax.conformance import specs_fenchel_young as _specs_fenchel_young  # noqa: F401  (registers)
 from refsoftmax.conformance import specs_registry as _specs_registry  # noqa: F401  (every other loss)
 from refsoftmax.conformance.cases import DTYPES, Case, generate
-from refsoftmax.conformance.engine import TOLERANCES, CaseResult, run_case
-from refsoftmax.conformance.frameworks import get_framework
+from refsoftmax.conformance.cases import register as register_cases
+from refsoftmax.conformance.engine import PRECONDITIONS, RETURNS, TOLERANCES, CaseResult, run_case
+from refsoftmax.conformance.frameworks import Framework, get_framework, register_framework
 from refsoftmax.conformance.report import Report
-from refsoftmax.conformance.targets import SPECS, Target, Unsupported
+from refsoftmax.conformance.targets import SPECS, Drawn, LossSpec, Target, Unsupported, register_spec
 
 __all__ = [
+    "DTYPES",
+    "PRECONDITIONS",
+    "RETURNS",
+    "SPECS",
     "TOLERANCES",
     "Case",
     "CaseResult",
+    "Drawn",
+    "Framework",
+    "LossSpec",
     "Report",
     "Target",
     "Unsupported",
     "certify",
     "certify_library",
     "certify_targets",
+    "generate",
+    "register_cases",
+    "register_framework",
+    "register_spec",
 ]
 
 Progress = Callable[[int, int, str], None]
@@ -89,6 +101,9 @@ def certify(
     library: str | None = None,
     library_version: str | None = None,
     function: str | None = None,
+    returns: str = "none",
+    preconditions: Iterable[str] = (),
+    compute_dtype: str | None = None,
     dtypes: tuple[str, ...] = DTYPES,
     backend: str = "numpy",
     seed: int = 0,
@@ -129,6 +144,25 @@ def certify(
     library, library_version : str, optional
         The name and version the report carries (default: the function's
         name and the framework's version).
+    returns : {"none", "mean", "sum"}
+        What ``fn`` returns: per-example values (``"none"``, the reference's
+        default) or only their mean or sum.  A function that returns only a
+        reduced value is still certified on every case: where a case needs
+        another reduction, ``fn`` and the reference are both evaluated one
+        example at a time (a batch of one, reduced with ``returns``) and the
+        results stacked.  ``reduction`` is passed to ``fn`` only if it is in
+        ``options``.
+    preconditions : iterable of str
+        What ``fn`` states it needs; cases outside are ``"skipped"`` with the
+        reason.  ``"finite_inputs"`` (no NaN/±inf in the float inputs),
+        ``"min_two_classes"``, ``"smoothing_below_one"``,
+        ``"unvalidated_inputs"`` (``fn`` does not promise to refuse invalid
+        input: the invalid-input cases are skipped).
+    compute_dtype : {"float32", "float16", "bfloat16"}, optional
+        ``fn`` computes in this dtype whatever its input dtype (e.g. it
+        upcasts to float32, or downcasts float64): values and gradients that
+        miss the input dtype's tolerance but meet this one's are reported as
+        ``"convention"``.
     dtypes, backend, seed, max_examples, progress
         What to run, on which reference backend, how many random cases.
 
@@ -173,9 +207,23 @@ def certify(
                 raise ValueError(msg)
     if conventions:
         _check_convention_values(loss, dict(conventions))
+    if returns not in RETURNS:
+        msg = f"returns must be one of {list(RETURNS)}, got {returns!r}"
+        raise ValueError(msg)
+    preconditions = tuple(preconditions)
+    bad_pre = [p for p in preconditions if p not in PRECONDITIONS]
+    if bad_pre:
+        msg = f"preconditions {bad_pre} are not known; known: {sorted(PRECONDITIONS)}"
+        raise ValueError(msg)
+    if compute_dtype is not None and compute_dtype not in DTYPES[1:]:
+        msg = f"compute_dtype must be one of {list(DTYPES[1:])} or None, got {compute_dtype!r}"
+        raise ValueError(msg)
     accepted = set(options)
 
     def call(inputs: dict[str, Any], opts: dict[str, Any]) -> Any:
+        if returns != "none" and "reduction" not in accepted:
+            # the engine asks for reduction=returns only; fn takes no reduction argument
+            opts = {k: v for k, v in opts.items() if k != "reduction"}
         extra = set(opts) - accepted
         if "class_weights" in inputs and "class_weights" not in accepted:
             extra.add("class_weights")
@@ -199,10 +247,23 @@ def certify(
         str(library or name), name, loss, framework, call,
         wrt=wrt, dtypes=dtypes, conventions=dict(conventions or {}),
         grad_fn=None if grad_fn is None else (lambda a, o, c: grad_fn(a, o, c)),
+        returns=returns, preconditions=preconditions, compute_dtype=compute_dtype,
+        source=_source_line(fn), accepted=tuple(options),
     )
     version = library_version if library_version is not None else (fw.version() if fw.available() else "")
     return certify_targets([target], library=target.library, version=version,
                            backend=backend, seed=seed, max_examples=max_examples, progress=progress)
+
+
+def _source_line(fn: Callable[..., Any]) -> str:
+    """The import that binds ``fn`` in a reproducer, or a comment saying where it came from."""
+    module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
+    if module and module != "__main__" and qualname and "<" not in qualname:
+        head, _, rest = qualname.partition(".")
+        if not rest:
+            return f"from {module} import {head} as fn"
+        return f"from {module} import {head}; fn = {qualname}"
+    return f"fn = ...  # the function passed to certify() ({qualname or fn!r} is not importable)"
 
 
 def _reference_options(spec: Any) -> set[str]:

@@ -145,6 +145,20 @@ def _sparse_edge_cases(rng: np.random.Generator) -> list[Case]:
                   {"label_smoothing": 0.2, "class_weights": w, "reduction": "mean"}, tags=("option",)))
     c.append(Case("smoothing-ignore-mean", L, {"logits": z, "labels": ti},
                   {"label_smoothing": 0.2, "ignore_index": -100, "reduction": "mean"}, tags=("option",)))
+    # leading batch dims crossed with reductions, ignored rows and weights (a mean that divides by
+    # logits.shape[0] passes every 2-D case); drawn from their own stream, so that the other
+    # cases' inputs do not move
+    lead = np.random.default_rng(1009)
+    zl3, tl3 = _logits(lead, (2, 3, 5)), lead.integers(0, 5, (2, 3))
+    tl3i = tl3.copy()
+    tl3i[1, 0] = -100
+    for red in ("sum", "mean"):
+        c.append(Case(f"leading-dims-{red}", L, {"logits": zl3, "labels": tl3}, {"reduction": red},
+                      tags=("shape", "option")))
+        c.append(Case(f"leading-dims-weights-{red}", L, {"logits": zl3, "labels": tl3},
+                      {"class_weights": w, "reduction": red}, tags=("shape", "option")))
+        c.append(Case(f"leading-dims-ignore-{red}", L, {"logits": zl3, "labels": tl3i},
+                      {"ignore_index": -100, "class_weights": w, "reduction": red}, tags=("shape", "option")))
     # invalid input: the candidate must refuse
     c.append(Case("label-too-large", L, {"logits": z, "labels": np.array([0, 5, 2, 1])}, valid=False,
                   tags=("labels", "invalid")))
@@ -168,7 +182,18 @@ def _random_sparse(rng: np.random.Generator, i: int) -> Case:
         t[int(rng.integers(0, b))] = -100
         options["ignore_index"] = -100
     options["reduction"] = str(rng.choice(["none", "sum", "mean"]))
+    z, t = _with_leading_dims(i, z, t)
     return Case(f"random-{i}", "sparse_softmax_cross_entropy", {"logits": z, "labels": t}, options, tags=("random",))
+
+
+def _with_leading_dims(i: int, *arrays: np.ndarray) -> tuple[np.ndarray, ...]:
+    """About a third of the random cases put their ``b`` rows in two batch dims, ``[2, b/2]`` or
+    ``[1, b]`` (a decision from the case number's own stream: the other draws do not move)."""
+    if np.random.default_rng([i, 7]).random() >= 0.35:
+        return arrays
+    b = arrays[0].shape[0]
+    lead = (2, b // 2) if b % 2 == 0 else (1, b)
+    return tuple(a.reshape(lead + a.shape[1:]) for a in arrays)
 
 
 def _dense_edge_cases(rng: np.random.Generator) -> list[Case]:
@@ -207,6 +232,15 @@ def _dense_edge_cases(rng: np.random.Generator) -> list[Case]:
     c.append(Case("class-weights", L, {"logits": z, "labels": dist((4, 5))}, {"class_weights": w}, tags=("option",)))
     c.append(Case("weights-mean", L, {"logits": z, "labels": np.eye(5)[[0, 4, 2, 1]]},
                   {"class_weights": w, "reduction": "mean"}, tags=("option",)))
+    lead = np.random.default_rng(1013)  # own stream (see the sparse cases)
+    zl3 = _logits(lead, (2, 3, 5))
+    a3 = np.exp(lead.standard_normal((2, 3, 5)))
+    yl3 = a3 / a3.sum(-1, keepdims=True)
+    for red in ("sum", "mean"):
+        c.append(Case(f"leading-dims-{red}", L, {"logits": zl3, "labels": yl3}, {"reduction": red},
+                      tags=("shape", "option")))
+        c.append(Case(f"leading-dims-weights-{red}", L, {"logits": zl3, "labels": yl3},
+                      {"class_weights": w, "reduction": red}, tags=("shape", "option")))
     c.append(Case("negative-label", L, {"logits": z, "labels": np.array([[0.5, -0.5, 1, 0, 0]] * 4)},
                   valid=False, tags=("labels", "invalid")))
     return c
@@ -222,6 +256,7 @@ def _random_dense(rng: np.random.Generator, i: int) -> Case:
     options: dict[str, Any] = {"reduction": str(rng.choice(["none", "sum", "mean"]))}
     if rng.random() < 0.3:
         options["label_smoothing"] = float(rng.choice([0.05, 0.1, 0.3]))
+    z, y = _with_leading_dims(i, z, y)
     return Case(f"random-{i}", "softmax_cross_entropy", {"logits": z, "labels": y}, options, tags=("random",))
 
 
@@ -238,8 +273,24 @@ _CASE_DTYPES: dict[str, tuple[str, ...]] = {}
 def register(loss: str, edge: Callable[[np.random.Generator], list[Case]],
              random: Callable[[np.random.Generator, int], Case], *,
              dtypes: tuple[str, ...] | None = None) -> None:
-    """Add (or replace) the case generators of ``loss``; ``dtypes`` restricts the dtypes its
-    cases are generated in (default: every dtype ``generate`` is asked for)."""
+    """Add (or replace) the case generators of ``loss`` (public as ``conformance.register_cases``).
+
+    Parameters
+    ----------
+    loss : str
+        The spec's name (:func:`refsoftmax.conformance.register_spec`).
+    edge : callable
+        ``edge(rng) -> list[Case]``: the curated cases, generated in every
+        dtype ``generate`` is asked for (invalid ones, ``valid=False``, once).
+    random : callable
+        ``random(rng, i) -> Case``: the ``i``-th seeded random case (float64
+        and float32).
+    dtypes : tuple of str, optional
+        Restricts the dtypes the cases are generated in (default: every dtype
+        ``generate`` is asked for).
+
+    See :func:`refsoftmax.conformance.register_spec` for a worked example.
+    """
     _GENERATORS[loss] = (edge, random)
     if dtypes is None:
         _CASE_DTYPES.pop(loss, None)

@@ -41,6 +41,15 @@ def _parser() -> argparse.ArgumentParser:
                         "label_smoothing_mode=others,mean_denominator=count")
     c.add_argument("--dtypes", default=None, metavar="D,D",
                    help="dtypes to certify --impl in (default: float64,float32,float16,bfloat16)")
+    c.add_argument("--returns", default="none", metavar="none|mean|sum",
+                   help="what --impl returns: per-example values (none, default) or only their mean "
+                        "or sum; cases needing another reduction are evaluated one example at a time")
+    c.add_argument("--preconditions", default="", metavar="A,B",
+                   help="what --impl states it needs (cases outside are skipped): finite_inputs, "
+                        "min_two_classes, smoothing_below_one, unvalidated_inputs")
+    c.add_argument("--compute-dtype", default=None, metavar="DTYPE",
+                   help="the dtype --impl computes in whatever its input (e.g. float32): float64 "
+                        "results within that dtype's tolerance are reported as convention")
     c.add_argument("--library", default=None, help="library name the report of --impl carries")
     c.add_argument("--library-version", default=None, help="version the report of --impl carries")
     c.add_argument("--backend", default="numpy", help="backend the reference runs on: numpy, torch, cupy")
@@ -53,15 +62,19 @@ def _parser() -> argparse.ArgumentParser:
 
 
 class _Progress:
-    """A rich progress bar when rich is installed and stderr is a terminal, else nothing."""
+    """A rich progress bar on a terminal; elsewhere (a pipe, a CI log) one line per target."""
 
     def __init__(self, enabled: bool) -> None:
         self._bar: Any = None
         self._task: Any = None
+        self._lines = enabled and not sys.stderr.isatty()
+        self._label = ""
+        self._start = 0.0
         if enabled and sys.stderr.isatty():
             try:
                 from rich.progress import Progress
             except ImportError:
+                self._lines = True
                 return
             self._bar = Progress(transient=True)
 
@@ -75,6 +88,16 @@ class _Progress:
             self._bar.__exit__(*exc)
 
     def __call__(self, done: int, total: int, label: str) -> None:
+        if self._lines:
+            import time
+
+            if label != self._label:
+                self._label, self._start = label, time.perf_counter()
+                print(f"refsoftmax certify: {label} (case {done} of {total}) ...", file=sys.stderr, flush=True)
+            if done == total:
+                print(f"refsoftmax certify: {total} cases done", file=sys.stderr, flush=True)
+                self._label = ""
+            return
         if self._bar is None:
             return
         if self._task is None:
@@ -85,15 +108,16 @@ class _Progress:
 
 
 def _print_summary(reports: list[Any]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        for r in reports:
+    import importlib.util
+
+    if importlib.util.find_spec("rich") is None or not sys.stdout.isatty():
+        for r in reports:  # a pipe, a CI log, no rich: plain text, full names at any width
             print(r.summary_text())
             print(f"({len(r.results)} cases, {r.seconds:.1f} s)\n")
         return
+    from rich.console import Console
     from rich.markup import escape
+    from rich.table import Table
 
     from refsoftmax.conformance.report import STATUSES
 
@@ -110,6 +134,8 @@ def _print_summary(reports: list[Any]) -> None:
     console = Console()
     console.print(table)
     for r in reports:
+        for note in r.notes:
+            console.print(escape(f"note ({r.library}): {note}"), highlight=False)
         bad = [x for x in r.results if x.status in ("fail", "error")]
         for x in bad[:5]:
             console.print(f"[red]{x.status.upper()}[/] " + escape(f"{x.function} / {x.case}: {x.message}"),
@@ -127,8 +153,30 @@ def _write(reports: list[Any], path: Path | None, kind: str) -> None:
         return
     path.mkdir(parents=True, exist_ok=True)
     for r in reports:
-        name = f"{r.library}.{'json' if kind == 'json' else 'md'}"
+        name = f"{_file_stem(r.library)}.{'json' if kind == 'json' else 'md'}"
         (path / name).write_text(r.to_json() if kind == "json" else r.to_markdown())
+
+
+def _file_stem(library: str) -> str:
+    """A report's file name: the library name with anything but letters, digits, ``-_.`` as ``_``
+    (``mypkg.losses:my_ce`` -> ``mypkg.losses_my_ce``: no colon, which Windows and some CI
+    artifact stores refuse)."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", library).strip("._") or "report"
+
+
+def _framework_hint(report: Any, framework: str) -> None:
+    """When every valid case of ``--impl`` raised, say which --framework might be meant."""
+    ran = [r for r in report.results if r.status not in ("skipped",) and "invalid" not in r.tags]
+    if not ran or any(r.status != "error" for r in ran):
+        return
+    words = " ".join(r.message for r in ran).lower()
+    guess = next((fw for fw, marks in (("torch", ("tensor", "torch")), ("tensorflow", ("tf.", "tensorflow")),
+                                       ("jax", ("jax", "jnp"))) if any(m in words for m in marks)), None)
+    hint = (f"every valid case raised: is --framework right? --impl got {framework} arrays"
+            + (f"; its errors mention {guess}: try --framework {guess}" if guess and guess != framework else ""))
+    report.notes.append(hint)
 
 
 def _load_impl(spec: str) -> Any:
@@ -165,6 +213,10 @@ def _conventions(text: str) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import os
+
+    # peers' C++ log lines (TensorFlow, XLA) would land before the table: keep them out
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     args = _parser().parse_args(argv)
     from refsoftmax import conformance
     from refsoftmax.conformance import adapters
@@ -179,17 +231,27 @@ def main(argv: list[str] | None = None) -> int:
                 fn = _load_impl(args.impl)
                 options = [o for o in args.options.split(",") if o]
                 dtypes = _split(args.dtypes)
-                reports.append(conformance.certify(
+                report = conformance.certify(
                     fn, loss=args.loss, framework=args.framework, options=options,
                     conventions=_conventions(args.conventions), wrt=_split(args.wrt),
                     library=args.library or args.impl, library_version=args.library_version,
+                    returns=args.returns, preconditions=_split(args.preconditions) or (),
+                    compute_dtype=args.compute_dtype,
                     dtypes=dtypes if dtypes is not None else conformance.DTYPES,
                     backend=args.backend, seed=args.seed, max_examples=args.max_examples, progress=progress,
-                ))
-            elif args.wrt or args.conventions or args.dtypes or args.library or args.library_version:
-                msg = "--wrt, --conventions, --dtypes, --library and --library-version apply to --impl"
+                )
+                _framework_hint(report, args.framework)
+                reports.append(report)
+            elif (args.wrt or args.conventions or args.dtypes or args.library or args.library_version
+                  or args.returns != "none" or args.preconditions or args.compute_dtype):
+                msg = ("--wrt, --conventions, --dtypes, --library, --library-version, --returns, "
+                       "--preconditions and --compute-dtype apply to --impl")
                 raise ValueError(msg)
             libraries = args.libraries or ([] if args.impl else adapters.available_adapters())
+            for library in args.libraries:  # asked for by name: it must be installed
+                if not adapters.load(library).available():
+                    msg = f"{library} is not installed (its adapter needs it: pip install {library})"
+                    raise ValueError(msg)
             for library in libraries:
                 reports.append(conformance.certify_library(
                     library, backend=args.backend, seed=args.seed, max_examples=args.max_examples,

@@ -38,6 +38,13 @@ class Framework:
     def distribution(self) -> str:
         return self.module
 
+    #: the import a reproducer needs for :meth:`source`
+    import_line = "import numpy as np"
+
+    def source(self, expr: str, dtype: str | None) -> str:
+        """Python source turning the NumPy array ``expr`` into this framework's array (for reproducers)."""
+        return f"np.asarray({expr}, dtype=np.{dtype})" if dtype else f"np.asarray({expr})"
+
     def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
         """``x`` as this framework's array; float arrays in ``dtype``, integer arrays unchanged."""
         return np.asarray(x, dtype=dtype) if dtype else np.asarray(x)
@@ -55,6 +62,10 @@ class TorchFramework(Framework):
     name = "torch"
     module = "torch"
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    import_line = "import torch"
+
+    def source(self, expr: str, dtype: str | None) -> str:
+        return f"torch.tensor({expr}, dtype=torch.{dtype})" if dtype else f"torch.as_tensor({expr})"
 
     def to_array(self, x: np.ndarray, dtype: str | None) -> Any:
         import torch
@@ -81,6 +92,10 @@ class TensorFlowFramework(Framework):
     name = "tensorflow"
     module = "tensorflow"
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    import_line = "import tensorflow as tf"
+
+    def source(self, expr: str, dtype: str | None) -> str:
+        return f"tf.cast(tf.constant({expr}), tf.{dtype})" if dtype else f"tf.constant({expr})"
 
     def distribution(self) -> str:
         for dist in ("tensorflow-cpu", "tensorflow"):
@@ -121,6 +136,10 @@ class JaxFramework(Framework):
     name = "jax"
     module = "jax"
     dtypes = ("float64", "float32", "float16", "bfloat16")
+    import_line = "import jax; jax.config.update('jax_enable_x64', True); import jax.numpy as jnp"
+
+    def source(self, expr: str, dtype: str | None) -> str:
+        return f"jnp.asarray({expr}, dtype=jnp.{dtype})" if dtype else f"jnp.asarray({expr})"
 
     def _jax(self) -> Any:
         import jax
@@ -157,7 +176,19 @@ FRAMEWORKS: dict[str, Framework] = {
 
 
 def register_framework(framework: Framework) -> None:
-    """Add a driver (adapters for other frameworks register theirs)."""
+    """Add (or replace) a framework driver, so that ``certify(fn, framework=framework.name)`` works.
+
+    Parameters
+    ----------
+    framework : Framework
+        A subclass instance defining ``name``, ``module`` (the import that
+        :meth:`Framework.available` looks for), ``dtypes``, ``to_array(x,
+        dtype)``, ``to_numpy(x)`` and ``vjp(fn, args, wrt, cotangent) -> (value,
+        {name: gradient})`` with the framework's own autodiff; ``source(expr,
+        dtype)`` and ``import_line`` write reproducers.  See
+        :class:`TorchFramework` for a complete driver in 30 lines, and
+        ``refsoftmax/conformance/frameworks_extra.py`` (Paddle, tinygrad).
+    """
     FRAMEWORKS[framework.name] = framework
 
 

@@ -109,11 +109,12 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def summary_text(self) -> str:
-        """A plain-text summary table (used when ``rich`` is not installed)."""
-        header = ("library", "function", *STATUSES)
-        rows = [header, *self.summary_rows()]
+        """A plain-text summary table, full names at any width (a pipe, a CI log, no ``rich``)."""
+        header = ("library", "version", "function", *STATUSES)
+        rows = [header, *((r[0], self.version, *r[1:]) for r in self.summary_rows())]
         widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
-        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)) for row in rows]
+        out = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows]
+        out += [f"  note: {n}" for n in self.notes]
         bad = [r for r in self.results if r.status in ("fail", "error")]
         for r in bad[:10]:
             out.append(f"  {r.status.upper()} {r.function} / {r.case}: {r.message}")

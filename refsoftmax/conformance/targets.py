@@ -43,6 +43,21 @@ class Target:
     imports: str = ""
     grad_fn: Callable[..., dict[str, Any]] | None = None
     notes: str = ""
+    #: what the function returns: ``"none"`` (per-example values, like the reference's
+    #: default) or only a reduced value, ``"mean"`` / ``"sum"``; a case that needs another
+    #: reduction is then evaluated one example at a time, reference and candidate alike.
+    returns: str = "none"
+    #: the function's stated preconditions (names in ``engine.PRECONDITIONS``); cases
+    #: outside them are skipped with the reason.
+    preconditions: tuple[str, ...] = ()
+    #: the dtype the function computes in whatever its input dtype (e.g. ``"float32"``):
+    #: values and gradients are then also compared at that dtype's tolerance, and a
+    #: disagreement only that explains is reported as ``"convention"``.
+    compute_dtype: str | None = None
+    #: for reproducers of a user's function: the source line that binds it to ``fn``
+    #: (e.g. ``"from mypkg.losses import my_ce as fn"``) and the options it accepts.
+    source: str = ""
+    accepted: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -62,6 +77,8 @@ class LossSpec:
     #: for values the spec defines only up to a representation (e.g. an excluded logit,
     #: ``-inf`` in the reference, as a large negative number); ``None``: compared as returned.
     canonical: Callable[[Any, str], Any] | None = None
+    #: inputs shared by every example (not sliced when a case is evaluated per example)
+    shared: tuple[str, ...] = ("weights", "biases")
 
     @property
     def function(self) -> Any:
@@ -93,5 +110,36 @@ SPECS: dict[str, LossSpec] = {
 
 
 def register_spec(spec: LossSpec) -> None:
-    """Add (or replace) the reference spec of a loss; its cases come from ``cases.register``."""
+    """Add (or replace) the reference side of a loss, so that ``certify(fn, loss=spec.name)`` works.
+
+    Parameters
+    ----------
+    spec : LossSpec
+        The loss's name, the names of its positional array arguments, its array
+        options, and the reference (anything with ``__call__`` and
+        ``value_and_grad(*args, cotangent=...)``, e.g. a refsoftmax function).
+        Its cases come from :func:`refsoftmax.conformance.register_cases`.
+
+    Examples
+    --------
+    Certify functions against ``refsoftmax.logsumexp`` under a name of your own,
+    with one curated case and seeded random cases:
+
+    >>> import numpy as np
+    >>> import refsoftmax
+    >>> from refsoftmax import conformance
+    >>> conformance.register_spec(conformance.LossSpec(
+    ...     "my_logsumexp", ("logits",), array_options=(), reference=refsoftmax.logsumexp))
+    >>> def edge(rng):
+    ...     return [conformance.Case("huge", "my_logsumexp", {"logits": np.array([[1e4, 0.0]])})]
+    >>> def random(rng, i):
+    ...     return conformance.Case(f"random-{i}", "my_logsumexp", {"logits": rng.standard_normal((3, 4))})
+    >>> conformance.register_cases("my_logsumexp", edge, random)
+    >>> def naive(logits):
+    ...     with np.errstate(over="ignore"):
+    ...         return np.log(np.exp(logits).sum(-1))
+    >>> report = conformance.certify(naive, loss="my_logsumexp", options=(), max_examples=2)
+    >>> [(r.case, r.status) for r in report.results if r.status != "pass"][:1]
+    [('huge[float64]', 'fail')]
+    """
     SPECS[spec.name] = spec
