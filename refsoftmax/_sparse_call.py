@@ -19,6 +19,7 @@ from refsoftmax._arrays import resolve
 from refsoftmax._cross_entropy import CLASS_WEIGHTINGS, check_common_options
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
+from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, soft_cap
 from refsoftmax._validation import check_axis, check_choice, check_class_weights, check_where
 
 __all__ = ["SparseCall", "SparseOptions", "prepare_sparse"]
@@ -43,6 +44,8 @@ class SparseOptions:
     class_weighting: str = "per_class"
     mean_denominator: str = "weights"
     empty_mean: str = "nan"
+    z_loss: float = 0.0
+    logit_softcap: float | None = None
 
     def validated(self) -> SparseOptions:
         """These options checked, with ``label_smoothing`` a float and ``ignore_index`` an int or None.
@@ -57,7 +60,8 @@ class SparseOptions:
         ValueError
             ``label_smoothing`` outside [0, 1]; an unknown ``reduction``,
             ``label_smoothing_mode``, ``mean_denominator``, ``empty_mean`` or
-            ``class_weighting``.
+            ``class_weighting``; a negative ``z_loss``, a ``logit_softcap`` that
+            is not > 0.
         """
         eps = check_common_options(
             self.reduction, self.label_smoothing, self.label_smoothing_mode,
@@ -65,7 +69,8 @@ class SparseOptions:
         )
         check_choice("class_weighting", self.class_weighting, CLASS_WEIGHTINGS)
         return replace(
-            self, label_smoothing=eps, ignore_index=check_ignore_index(self.ignore_index)
+            self, label_smoothing=eps, ignore_index=check_ignore_index(self.ignore_index),
+            z_loss=check_z_loss(self.z_loss), logit_softcap=check_logit_softcap(self.logit_softcap),
         )
 
 
@@ -75,7 +80,8 @@ class SparseCall:
 
     xp: Any
     options: SparseOptions  # validated
-    z: Any  # the logits, classes last, in the compute dtype       [..., C]
+    z: Any  # the logits, classes last, in the compute dtype (soft-capped)   [..., C]
+    slope: Any  # d(capped z)/dz with ``logit_softcap``, else None           [..., C]
     logits_dtype: Any  # the logits' own dtype (results are returned in it)
     axis: int  # the class axis of the logits, in [0, ndim)
     allowed: Any  # ``where`` moved classes last, or None          [..., C]
@@ -134,6 +140,9 @@ def prepare_sparse(logits: Any, labels: Any, options: SparseOptions) -> SparseCa
     if arrays["class_weights"] is not None:
         w = check_class_weights(xp, arrays["class_weights"], num_classes, dtype)
     z = xp.moveaxis(xp.astype(z, dtype, copy=False), axis, -1)
+    slope = None
+    if o.logit_softcap is not None:
+        z, slope = soft_cap(z, o.logit_softcap, xp=xp)
 
     valid_f = xp.astype(valid, dtype)
     if w is None:
@@ -150,7 +159,7 @@ def prepare_sparse(logits: Any, labels: Any, options: SparseOptions) -> SparseCa
         else:
             denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
     return SparseCall(
-        xp=xp, options=o, z=z, logits_dtype=arrays["logits"].dtype, axis=axis,
+        xp=xp, options=o, z=z, slope=slope, logits_dtype=arrays["logits"].dtype, axis=axis,
         allowed=allowed, target=target, valid_f=valid_f, w=w, w_t=w_t,
         denominator=denominator,
     )

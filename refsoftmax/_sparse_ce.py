@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._cross_entropy import onehot, safe_mul, smoothing_weights
+from refsoftmax._logit_transforms import log_partition
 from refsoftmax._protocol import Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._shifted import backend_kernel, shift_rows
@@ -35,6 +36,8 @@ class SparseCEResiduals(Residuals):
     grad_mask: Any  # classes whose logit receives a gradient         [..., C]
     losses: Any
     denominator: Any
+    z_factor: Any = None  # 2 λ log Z per example with a z-loss, else None  [...]
+    slope: Any = None  # d(capped z)/dz with a logit soft-cap, else None    [..., C]
 
 
 def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
@@ -54,7 +57,7 @@ def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
     xp, z, o = c.xp, c.z, c.options
     num_classes = z.shape[-1]
     fast: Any = None
-    if c.allowed is None and o.label_smoothing == 0:
+    if c.allowed is None and o.label_smoothing == 0 and o.z_loss == 0:
         kernel = backend_kernel(xp, "fused_softmax")
         if kernel is not None:
             fast = kernel(z, -1, target=c.target, residual_dtype=z.dtype if keep else None)
@@ -80,6 +83,14 @@ def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
     losses = safe_mul(kappa, neg_log_p_t, xp=xp)
     if smooth is not None and rows is not None:
         losses = losses + xp.sum(safe_mul(smooth, rows.neg_log_probs(), xp=xp), axis=-1)
+    z_factor = None
+    if o.z_loss > 0 and rows is not None:  # λ (log Z)² per non-ignored example (unweighted)
+        z = c.z if c.allowed is None else xp.where(c.allowed, c.z, xp.full_like(c.z, -xp.inf))
+        limit = xp.any(z == xp.inf, axis=-1, keepdims=True)
+        log_z = log_partition(rows.m, rows.log_s, rows.empty, limit, xp=xp)[..., 0]
+        lam = o.z_loss * c.valid_f
+        losses = losses + safe_mul(lam, log_z * log_z, xp=xp)
+        z_factor = safe_mul(2.0 * lam, log_z, xp=xp)
     value = reduce(losses, c.denominator, o.reduction, o.empty_mean, xp=xp)
     if not keep:
         return xp.astype(value, c.logits_dtype), None
@@ -94,7 +105,8 @@ def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
         xp=xp, value_shape=tuple(value.shape), compute_dtype=z.dtype, axis=c.axis,
         logits_dtype=c.logits_dtype, reduction=o.reduction, p=p,
         complement=complement, target=c.target, kappa=kappa, smooth=smooth,
-        grad_mask=grad_mask, losses=losses, denominator=c.denominator,
+        grad_mask=grad_mask, losses=losses, denominator=c.denominator, z_factor=z_factor,
+        slope=c.slope,
     )
     return xp.astype(value, c.logits_dtype), res
 
@@ -102,13 +114,15 @@ def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
 def sparse_ce_backward(r: SparseCEResiduals, cotangent: Any) -> Any:
     r"""The logits' vector-Jacobian product, in the logits' layout and dtype.
 
-    :math:`g\,\bigl((\kappa + \sum_c\sigma_c)\,p - \kappa\,e_t - \sigma\bigr)`,
-    exactly 0 on masked classes and for ignored examples.
+    :math:`g\,\bigl((\kappa + \sum_c\sigma_c + 2\lambda\log Z)\,p - \kappa\,e_t - \sigma\bigr)`
+    (times :math:`\operatorname{sech}^2(z/c)` with a soft-cap), exactly 0 on masked
+    classes and for ignored examples.
     """
     xp = r.xp
     g = prepare_cotangent(r, cotangent, r.p)
     g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
-    if r.smooth is None and r.grad_mask.shape[-1] == 1:  # a mask per row, not per class
+    plain = r.z_factor is None and r.slope is None
+    if plain and r.smooth is None and r.grad_mask.shape[-1] == 1:  # a mask per row, not per class
         kernel = backend_kernel(xp, "fused_sparse_ce_backward")
         if kernel is not None:
             grad = kernel(r.p, r.complement, r.target, r.kappa, g_loss, r.grad_mask[..., 0],
@@ -128,6 +142,10 @@ def sparse_ce_backward(r: SparseCEResiduals, cotangent: Any) -> Any:
     d_logits = xp.where(at_target, spike, safe_mul(total, r.p, xp=xp))
     if r.smooth is not None:
         d_logits = d_logits - r.smooth
+    if r.z_factor is not None:  # the z-loss: 2 λ log Z p
+        d_logits = d_logits + safe_mul(xp.expand_dims(r.z_factor, axis=-1), r.p, xp=xp)
     d_logits = safe_mul(g_loss, d_logits, xp=xp)
+    if r.slope is not None:  # through the soft-cap: d(capped z)/dz
+        d_logits = d_logits * r.slope
     d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
     return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)

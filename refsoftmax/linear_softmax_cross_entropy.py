@@ -11,6 +11,7 @@ import array_api_compat
 from refsoftmax._arrays import resolve
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
+from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._shifted import exp_minus
@@ -32,6 +33,8 @@ class _Residuals(Residuals):
     m: Any  # [B] row maximum of the logits (0 in empty rows)
     s: Any  # [B] Σ_c e^{z_c - m} (1 + r)
     neg_log_p: Any  # [B] -log p_t, for p_t - 1 = expm1(-(-log p_t)) without cancellation
+    z_factor: Any  # [B] 2 λ log Z with a z-loss (0 where ignored), else None
+    cap: float | None  # the logit soft-cap c, or None
     chunk: int
     reduction: str
     losses: Any
@@ -51,7 +54,8 @@ class LinearSoftmaxCrossEntropy(Function):
     r"""Exact softmax cross-entropy of ``inputs @ weights.T + biases``, computed in class chunks.
 
     ``linear_softmax_cross_entropy(weights, biases, labels, inputs, *,
-    chunk_size=None, ignore_index=None, reduction="none")``
+    chunk_size=None, ignore_index=None, reduction="none", z_loss=0.0,
+    logit_softcap=None)``
 
     The same value and gradients as
     ``sparse_softmax_cross_entropy(inputs @ weights.T + biases, labels)``,
@@ -72,11 +76,18 @@ class LinearSoftmaxCrossEntropy(Function):
     ignore_index : int, optional
     reduction : {"none", "sum", "mean"}
         ``"mean"`` divides by the number of non-ignored examples.
+    z_loss : float >= 0
+        λ of the z-loss: every non-ignored example adds :math:`\lambda(\log Z)^2`
+        (``sparse_softmax_cross_entropy``'s option, computed from the streaming
+        :math:`\log Z = m + \log s`).
+    logit_softcap : float > 0, optional
+        c of the soft-cap: each chunk's logits become :math:`c\tanh(z/c)` first.
 
     Returns
     -------
-    Per-example losses ``[B]`` or a scalar.  ``backward`` returns dense
-    gradients for ``"weights"``, ``"biases"`` and ``"inputs"``.
+    array ``[B]`` or scalar
+        Per-example losses ``[B]`` or a scalar.  ``backward`` returns dense
+        gradients for ``"weights"``, ``"biases"`` and ``"inputs"``.
 
     Notes
     -----
@@ -104,13 +115,16 @@ class LinearSoftmaxCrossEntropy(Function):
         \frac{\partial L}{\partial W_K} = G_K^\top x,\qquad
         \frac{\partial L}{\partial b_K} = \textstyle\sum_i G_{K,i} .
 
-    The loop computes only the dense part :math:`g\,p_K`, in the recomputed
-    logits' own buffer; the label part :math:`-g\,e_t` is applied once per
-    row after it (:math:`-g_i W_{t_i}` into :math:`\partial L/\partial x_i`,
-    :math:`-g_i x_i` and :math:`-g_i` scatter-added into row :math:`t_i` of
-    the weight and bias gradients, accumulating shared labels).  One extra
-    matrix product per chunk (the recomputed logits) is the price for never
-    storing them.
+    The loop computes :math:`g\,p_K` in the recomputed logits' own buffer and
+    replaces the target's entry by :math:`g\,(p_t - 1) = g\operatorname{expm1}(\log
+    p_t)` (accurate as :math:`p_t \to 1`).  One extra matrix product per chunk (the
+    recomputed logits) is the price for never storing them.
+
+    **z-loss and soft-cap.**  The z-loss makes :math:`\partial\ell/\partial z_c =
+    (1 + 2\lambda\log Z)\,p_c - \delta_{ct}` (its target entry :math:`g(\operatorname{expm1}
+    (\log p_t) + 2\lambda\log Z\,p_t)`); with a soft-cap each chunk's
+    :math:`G_K` is multiplied by :math:`\operatorname{sech}^2(z_K/c)` before the
+    products above (:mod:`refsoftmax._logit_transforms`).
 
     Examples
     --------
@@ -137,8 +151,12 @@ class LinearSoftmaxCrossEntropy(Function):
         chunk_size: int | None = None,
         ignore_index: int | None = None,
         reduction: str = "none",
+        z_loss: float = 0.0,
+        logit_softcap: float | None = None,
     ) -> tuple[Any, _Residuals]:
         check_choice("reduction", reduction, ("none", "sum", "mean"))
+        z_loss = check_z_loss(z_loss)
+        cap = check_logit_softcap(logit_softcap)
         xp, a = resolve(weights=weights, biases=biases, labels=labels, inputs=inputs)
         w, b, t, x = a["weights"], a["biases"], a["labels"], a["inputs"]
         dtype = xp.result_type(compute_dtype(xp, w, "weights"), compute_dtype(xp, x, "inputs"))
@@ -184,6 +202,8 @@ class LinearSoftmaxCrossEntropy(Function):
         for start in range(0, num_classes, chunk):
             stop = min(start + chunk, num_classes)
             logits = _chunk_logits(xp, x, w, b, start, stop)
+            if cap is not None:
+                logits, _ = soft_cap(logits, cap, xp=xp)
             here = (target >= start) & (target < stop)
             local = xp.clip(target - start, 0, stop - start - 1)
             picked = xp.take_along_axis(logits, xp.expand_dims(local, axis=1), axis=1)[:, 0]
@@ -208,13 +228,18 @@ class LinearSoftmaxCrossEntropy(Function):
         neg_log_p = (safe_m - z_t) + xp.log1p(r)
         neg_log_p = xp.where(empty, xp.full_like(neg_log_p, xp.inf), neg_log_p)
         losses = xp.where(valid_b, neg_log_p, xp.zeros_like(neg_log_p))
+        z_factor = None
+        if z_loss > 0:  # λ (log Z)² per non-ignored example
+            log_z = xp.where(empty, xp.full_like(m, -xp.inf), safe_m + xp.log1p(r))
+            losses = losses + xp.where(valid_b, z_loss * log_z * log_z, xp.zeros_like(log_z))
+            z_factor = xp.where(valid_b & ~empty, 2.0 * z_loss * log_z, xp.zeros_like(log_z))
         rows = valid_b & ~empty  # rows that receive a gradient
         denominator = xp.sum(valid) if reduction == "mean" else None
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
             xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, weights=w, biases=b,
             inputs=x, target=target, rows=rows, m=safe_m, s=1.0 + r, neg_log_p=neg_log_p,
-            chunk=chunk, reduction=reduction, losses=losses, denominator=denominator,
+            z_factor=z_factor, cap=cap, chunk=chunk, reduction=reduction, losses=losses, denominator=denominator,
             out_dtypes=out_dtypes,
         )
         return xp.astype(value, out_dtypes["weights"]), res
@@ -232,6 +257,9 @@ class LinearSoftmaxCrossEntropy(Function):
         g_over_s = xp.expand_dims(g_rows / r.s, axis=1)
         # the target's g (p_t - 1) = g expm1(log p_t): accurate as p_t -> 1
         spike = g_rows * xp.expm1(-r.neg_log_p)
+        if r.z_factor is not None:  # the z-loss: (1 + 2 λ log Z) p, and its share of the target
+            spike = spike + g_rows * r.z_factor * xp.exp(-r.neg_log_p)
+            g_over_s = g_over_s * xp.expand_dims(1.0 + r.z_factor, axis=1)
         num_classes, _dim = r.weights.shape
         d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
         writable = array_api_compat.is_writeable_array(r.weights)
@@ -243,6 +271,9 @@ class LinearSoftmaxCrossEntropy(Function):
         for start in range(0, num_classes, r.chunk):
             stop = min(start + r.chunk, num_classes)
             logits = _chunk_logits(xp, r.inputs, r.weights, r.biases, start, stop)
+            slope = None
+            if r.cap is not None:
+                logits, slope = soft_cap(logits, r.cap, xp=xp)
             grad = exp_minus(logits, m, xp=xp)  # e^{z - m} to ~1 ulp
             grad *= g_over_s  # g p
             here = (r.target >= start) & (r.target < stop)
@@ -251,6 +282,8 @@ class LinearSoftmaxCrossEntropy(Function):
                 column = xp.arange(stop - start, device=grad.device, dtype=local.dtype)
                 is_t = (xp.expand_dims(local, axis=1) == column) & xp.expand_dims(here, axis=1)
                 grad = xp.where(is_t, xp.expand_dims(spike, axis=1), grad)
+            if slope is not None:  # through the soft-cap
+                grad = grad * slope
             if not all_rows:
                 grad = inplace.fill_where_(grad, no_gradient, 0.0)
             d_inputs += xp.matmul(grad, r.weights[start:stop, :])

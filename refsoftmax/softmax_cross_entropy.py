@@ -14,6 +14,7 @@ from refsoftmax._cross_entropy import (
     smoothing_weights,
 )
 from refsoftmax._dtypes import compute_dtype
+from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, log_partition, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._shifted import shift_rows
@@ -41,6 +42,8 @@ class _Residuals(Residuals):
     losses: Any  # per-example losses                                  [...]
     denominator: Any  # Ω of the mean (scalar) or None
     denominator_uses_labels: bool
+    z_factor: Any = None  # 2 λ log Z per example with a z-loss, else None   [..., 1]
+    slope: Any = None  # d(capped z)/dz with a logit soft-cap, else None     [..., C]
 
 
 class SoftmaxCrossEntropy(Function):
@@ -49,7 +52,7 @@ class SoftmaxCrossEntropy(Function):
     ``softmax_cross_entropy(logits, labels, *, axis=-1, where=None,
     class_weights=None, label_smoothing=0.0, reduction="none",
     label_smoothing_mode="uniform", mean_denominator="weights",
-    empty_mean="nan")``
+    empty_mean="nan", z_loss=0.0, logit_softcap=None)``
 
     Parameters
     ----------
@@ -86,6 +89,12 @@ class SoftmaxCrossEntropy(Function):
         targets).
     empty_mean : {"nan", "zero"}
         The mean when Ω = 0.  The gradient is 0 in both cases.
+    z_loss : float >= 0
+        λ of the z-loss: every example adds :math:`\lambda(\log Z)^2`,
+        :math:`\log Z` the log-sum-exp of its allowed (soft-capped) logits
+        (not weighted by its label mass or the class weights).
+    logit_softcap : float > 0, optional
+        c of the soft-cap: the logits become :math:`c\tanh(z/c)` first.
 
     Returns
     -------
@@ -130,7 +139,9 @@ class SoftmaxCrossEntropy(Function):
 
     For normalised labels without weights :math:`W = 1` and this is the
     familiar :math:`p - q`, whose entries sum to zero.  Masked classes get
-    exactly 0.
+    exactly 0.  The z-loss adds :math:`2\lambda\log Z\,p_j`; a soft-cap multiplies
+    the result by :math:`\operatorname{sech}^2(z_j/c)` (see
+    :mod:`refsoftmax._logit_transforms`).  Neither depends on the labels.
 
     **Gradient w.r.t. the labels.**  :math:`\ell` is linear in :math:`q`,
     and :math:`q` is affine in :math:`y`:
@@ -178,10 +189,14 @@ class SoftmaxCrossEntropy(Function):
         label_smoothing_mode: str = "uniform",
         mean_denominator: str = "weights",
         empty_mean: str = "nan",
+        z_loss: float = 0.0,
+        logit_softcap: float | None = None,
     ) -> tuple[Any, _Residuals]:
         eps = check_common_options(
             reduction, label_smoothing, label_smoothing_mode, mean_denominator, empty_mean
         )
+        z_loss = check_z_loss(z_loss)
+        cap = check_logit_softcap(logit_softcap)
         xp, arrays = resolve(
             logits=logits, labels=labels, where=where, class_weights=class_weights
         )
@@ -207,6 +222,9 @@ class SoftmaxCrossEntropy(Function):
         if arrays["where"] is not None:
             allowed = xp.moveaxis(check_where(xp, arrays["where"], tuple(z.shape)), axis, -1)
         z = xp.moveaxis(xp.astype(z, dtype), axis, -1)
+        slope = None
+        if cap is not None:
+            z, slope = soft_cap(z, cap, xp=xp)
         y = xp.moveaxis(xp.astype(y, dtype), axis, -1)
         negative = y < 0
         if bool(xp.any(negative)):
@@ -228,6 +246,13 @@ class SoftmaxCrossEntropy(Function):
         q = safe_mul(1.0 - eps_row, y, xp=xp) + eps_row * spread * base
         coef = q if w is None else w * q
         losses = xp.sum(safe_mul(coef, neg_log_p, xp=xp), axis=-1)
+        z_factor = None
+        if z_loss > 0:  # λ (log Z)² per example
+            za = z if allowed is None else xp.where(allowed, z, xp.full_like(z, -xp.inf))
+            limit = xp.any(za == xp.inf, axis=-1, keepdims=True)
+            log_z = log_partition(rows.m, rows.log_s, rows.empty, limit, xp=xp)
+            losses = losses + z_loss * (log_z * log_z)[..., 0]
+            z_factor = 2.0 * z_loss * log_z
 
         denominator = None
         if reduction == "mean":
@@ -247,6 +272,7 @@ class SoftmaxCrossEntropy(Function):
             class_weights=w, eps_row=eps_row, spread=spread, grad_mask=grad_mask,
             losses=losses, denominator=denominator,
             denominator_uses_labels=reduction == "mean" and mean_denominator == "weights",
+            z_factor=z_factor, slope=slope,
         )
         return xp.astype(value, arrays["logits"].dtype), res
 
@@ -265,7 +291,11 @@ class SoftmaxCrossEntropy(Function):
         complement = xp.expand_dims(r.complement, axis=-1)
         at_top = safe_mul(others, r.p, xp=xp) - safe_mul(r.coef, complement * xp.ones_like(r.p), xp=xp)
         d_logits = xp.where(is_top, at_top, safe_mul(total, r.p, xp=xp) - r.coef)
+        if r.z_factor is not None:  # the z-loss: 2 λ log Z p
+            d_logits = d_logits + safe_mul(r.z_factor, r.p, xp=xp)
         d_logits = safe_mul(g_loss, d_logits, xp=xp)
+        if r.slope is not None:  # through the soft-cap
+            d_logits = d_logits * r.slope
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
 
         # dℓ/dy_c = (1-ε) w_c (-log p_c) + [others] ε Σ_{j≠c} u_j w_j (-log p_j)

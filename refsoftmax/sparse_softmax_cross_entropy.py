@@ -19,7 +19,7 @@ class SparseSoftmaxCrossEntropy(Function):
     ignore_index=None, class_weights=None, label_smoothing=0.0,
     reduction="none", label_smoothing_mode="uniform",
     class_weighting="per_class", mean_denominator="weights",
-    empty_mean="nan")``
+    empty_mean="nan", z_loss=0.0, logit_softcap=None)``
 
     Parameters
     ----------
@@ -61,6 +61,14 @@ class SparseSoftmaxCrossEntropy(Function):
     empty_mean : {"nan", "zero"}
         The mean when Ω = 0 (e.g. every label ignored): NaN (0/0, as
         PyTorch) or 0.  The gradient is 0 either way.
+    z_loss : float >= 0
+        λ of the z-loss (PaLM, OLMo): every non-ignored example adds
+        :math:`\lambda\,(\log Z)^2`, :math:`\log Z` the log-sum-exp of its
+        allowed (soft-capped) logits; not multiplied by class weights, and in
+        ``"mean"`` divided by the same Ω as the cross-entropy.
+    logit_softcap : float > 0, optional
+        c of Gemma 2's soft-capping: the logits become :math:`c\tanh(z/c)`
+        before everything else (masking, smoothing, the z-loss).
 
     Returns
     -------
@@ -110,6 +118,13 @@ class SparseSoftmaxCrossEntropy(Function):
     ignored examples get exactly 0.  ``"mean"`` scales each example's
     cotangent by :math:`1/\Omega` (Ω does not depend on the logits).
 
+    **z-loss and soft-cap** (:mod:`refsoftmax._logit_transforms`).  The z-loss adds
+    :math:`\lambda(\log Z)^2` with :math:`\partial\log Z/\partial\tilde z_j = p_j`, so
+    its gradient is :math:`2\lambda\log Z\,p_j`: the coefficient of :math:`p_j` above
+    becomes :math:`\kappa + \sum_c\sigma_c + 2\lambda\log Z`.  With a soft-cap every
+    term is a function of :math:`\tilde z = c\tanh(z/c)`, and the chain rule multiplies
+    each class's gradient by :math:`d\tilde z_j/dz_j = \operatorname{sech}^2(z_j/c)`.
+
     Examples
     --------
     >>> import numpy as np, refsoftmax
@@ -143,12 +158,15 @@ class SparseSoftmaxCrossEntropy(Function):
         class_weighting: str = "per_class",
         mean_denominator: str = "weights",
         empty_mean: str = "nan",
+        z_loss: float = 0.0,
+        logit_softcap: float | None = None,
     ) -> tuple[Any, SparseCEResiduals]:
         options = SparseOptions(
             axis=axis, where=where, ignore_index=ignore_index, class_weights=class_weights,
             label_smoothing=label_smoothing, reduction=reduction,
             label_smoothing_mode=label_smoothing_mode, class_weighting=class_weighting,
-            mean_denominator=mean_denominator, empty_mean=empty_mean,
+            mean_denominator=mean_denominator, empty_mean=empty_mean, z_loss=z_loss,
+            logit_softcap=logit_softcap,
         )
         return sparse_ce_forward(prepare_sparse(logits, labels, options))
 
@@ -191,7 +209,9 @@ def _try_fused(c: SparseCall, cotangent: Any) -> tuple[Any, dict[str, Any]] | No
     from refsoftmax import backends
 
     kernel = getattr(backends.for_namespace(c.xp), "fused_sparse_softmax_cross_entropy", None)
-    if kernel is None or c.allowed is not None or c.options.label_smoothing > 0 or c.z.ndim == 0:
+    o = c.options
+    if (kernel is None or c.allowed is not None or o.label_smoothing > 0 or c.z.ndim == 0
+            or o.z_loss > 0 or o.logit_softcap is not None):
         return None
     xp = c.xp
     reduction = c.options.reduction

@@ -66,6 +66,35 @@ AXES: dict[str, tuple[Any, ...]] = {
 # ----------------------------------------------------------------------------- inputs
 
 
+#: a hand-written section (sources read, not measured), kept on the regenerated page
+Z_LOSS_SECTION = '''\
+## z-loss and logit soft-capping
+
+Not measured by this script (none of the libraries above has these options); read from the
+sources, and what refsoftmax's `z_loss=` / `logit_softcap=` options of
+`sparse_softmax_cross_entropy`, `softmax_cross_entropy` and `linear_softmax_cross_entropy`
+do about each point:
+
+| | refsoftmax | Liger-Kernel (`lse_square_scale`, `softcap`) | OLMo-core `cross_entropy_loss` | OLMo (v1 trainer) | Gemma 2 (HF `final_logit_softcapping`) |
+|---|---|---|---|---|---|
+| z-term per example | λ (log Z)², log Z over the allowed, capped logits | λ lse² | λ lse² (`z_loss_multiplier`, default 1e-4) | 1e-4 · lse² | — |
+| ignored examples | no z-term | no z-term | masked out (`reduction="none"` returns it unmasked) | **included**: every position of the model's logits (padding, and the last position that predicts nothing) | — |
+| class weights | do not multiply the z-term | do not | — | — | — |
+| `"mean"` divides by | the cross-entropy's Ω (count of non-ignored examples without class weights) | the number of non-ignored tokens | the number of non-ignored tokens | **all** positions (`logits.logsumexp(-1).pow(2).mean()`) | — |
+| returned | inside the loss | inside the loss (and separately with `return_z_loss`) | separately from the loss | separately | — |
+| soft-cap | c·tanh(z/c) before everything; gradient × sech²(z/c) | the same, in the kernel | — | — | c·tanh(z/c) on the final logits (c = 30) |
+
+Sources read: Liger `src/liger_kernel/ops/cross_entropy.py`, OLMo-core's
+`cross_entropy_loss(..., compute_z_loss=True)`, OLMo `olmo/train.py` (`Trainer.train_batch`),
+HF transformers' Gemma 2 model.  The OLMo v1 trainer's z-term is not refsoftmax's (no option
+reproduces an unmasked mean over positions that carry no label).  In the
+Liger kernel version read (`src/liger_kernel/ops/cross_entropy.py`, commit 02e90db), the
+z-loss gradient with label smoothing ε is 2λ lse (p − ε/V) rather than 2λ lse p (the ε/V
+term of the smoothing gradient is scaled along): a finite-difference check of its own value
+would show it.
+'''
+
+
 def make_data() -> dict[str, np.ndarray]:
     """The inputs every library sees (float64 logits, int64 labels)."""
     rng = np.random.default_rng(SEED)
@@ -1048,6 +1077,7 @@ def render_md(date: str, versions: dict[str, str], unavailable: dict[str, str],
         if c.axes:
             bits.append("compared over " + ", ".join(c.axes))
         lines.append(f"| `{c.id}` | {QUESTIONS[c.question]} ({c.tag}) | {', '.join(bits)} |")
+    lines += ["", *Z_LOSS_SECTION.rstrip().splitlines()]
     lines += ["", "## Versions", "", "| Package | Version |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in versions.items()]
     if unavailable:

@@ -39,7 +39,14 @@ from refsoftmax.conformance.cases import register as register_cases
 from refsoftmax.conformance.engine import PRECONDITIONS, RETURNS, TOLERANCES, CaseResult, run_case
 from refsoftmax.conformance.frameworks import Framework, get_framework, register_framework
 from refsoftmax.conformance.report import Report
-from refsoftmax.conformance.targets import SPECS, Drawn, LossSpec, Target, Unsupported, register_spec
+from refsoftmax.conformance.targets import (
+    SPECS,
+    Drawn,
+    LossSpec,
+    Target,
+    Unsupported,
+    register_spec,
+)
 
 __all__ = [
     "DTYPES",
