@@ -22,7 +22,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPORTS = HERE / "reports"
-LIBRARIES = ("torch", "tensorflow", "optax", "keras", "entmax", "paddle", "tinygrad", "keras_rs")
+LIBRARIES = ("torch", "tensorflow", "optax", "keras", "entmax", "paddle", "tinygrad", "keras_rs", "transformers",
+             "pytorch_metric_learning")
 SEED = 0
 MAX_EXAMPLES = 20
 
