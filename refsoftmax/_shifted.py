@@ -35,7 +35,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Rows", "backend_kernel", "exp_minus", "shift_rows"]
+__all__ = ["Rows", "backend_kernel", "exp_minus", "shift_rows", "shifted_exp"]
 
 
 @dataclass(frozen=True)
@@ -166,6 +166,15 @@ def exp_minus(z: Any, m: Any, *, xp: Any) -> Any:
     loss); the same arithmetic as :func:`shift_rows`.
     """
     return _exp_minus(z, m, xp=xp)[2]
+
+
+def shifted_exp(z: Any, m: Any, *, xp: Any) -> tuple[Any, Any, Any]:
+    r"""``(ẑ, δ, e)``: :math:`\mathrm{fl}(z - m)`, its exact error, and :math:`e^{z - m}` to ~1 ulp.
+
+    For callers that combine rows computed elsewhere (the class-sharded losses of
+    :mod:`refsoftmax.distributed`, whose maximum comes from an all-reduce).
+    """
+    return _exp_minus(z, m, xp=xp)
 
 
 def _exp_minus(z: Any, m: Any, *, xp: Any, temperature: float = 1.0) -> tuple[Any, Any, Any]:

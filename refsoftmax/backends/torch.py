@@ -74,6 +74,32 @@ def scatter_add(x: Any, indices: Any, values: Any) -> Any:
     return x.index_add(0, indices, values)
 
 
+def all_reduce(x: Any, op: str = "sum", group: Any = None) -> Any:
+    """``x`` reduced over the ``torch.distributed`` process ``group`` (a new tensor; ``x`` is kept).
+
+    ``op``: ``"sum"`` or ``"max"``.  Every rank of the group must call it with the same shape.
+    """
+    import torch.distributed as dist
+
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    if op not in ops:
+        msg = f"op must be one of {sorted(ops)}, got {op!r}"
+        raise ValueError(msg)
+    out = x.clone()
+    dist.all_reduce(out, op=ops[op], group=group)
+    return out
+
+
+def group_rank_and_size(group: Any = None) -> tuple[int, int]:
+    """This process's rank in ``group`` and the group's size (the default group: ``None``)."""
+    import torch.distributed as dist
+
+    if not dist.is_available() or not dist.is_initialized():
+        msg = "torch.distributed is not initialised: call torch.distributed.init_process_group first"
+        raise RuntimeError(msg)
+    return dist.get_rank(group), dist.get_world_size(group)
+
+
 class Generator:
     """A ``torch.Generator`` on the requested device, seeded."""
 
