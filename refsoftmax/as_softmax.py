@@ -46,10 +46,11 @@ class ASSoftmaxCrossEntropy(Function):
 
     Returns
     -------
-    Per-example losses or a scalar.  ``forward``'s residuals carry
-    ``stats`` (a :class:`ZeroLossStats`: non-ignored examples and how many
-    have loss exactly 0 — what the adaptive accumulation schedule needs) and
-    ``kept`` (the mask, classes last).
+    array or scalar
+        Per-example losses or a scalar.  ``forward``'s residuals carry
+        ``stats`` (a :class:`ZeroLossStats`: non-ignored examples and how many
+        have loss exactly 0 — what the adaptive accumulation schedule needs) and
+        ``kept`` (the mask, classes last).
 
     Notes
     -----

@@ -40,8 +40,10 @@ def log1p_sum_exp(v: Any, mask: Any, *, xp: Any) -> tuple[Any, Any]:
 
     Returns
     -------
-    ``(L, g)``: ``L`` of shape ``[...]``; ``g`` of shape ``[..., C]``, 0 off
-    :math:`M`.
+    L : array ``[...]``
+        The value.
+    g : array ``[..., C]``
+        Its gradient with respect to ``v``, 0 off :math:`M`.
 
     Notes
     -----

@@ -87,8 +87,9 @@ class SampledSoftmaxLoss(Function):
 
     Returns
     -------
-    array ``[B]`` (or scalar).  ``backward`` returns ``"inputs"`` dense and
-    ``"weights"``/``"biases"`` as :class:`~refsoftmax.row_sparse.RowSparse`.
+    array ``[B]`` or scalar
+        Per-example losses or a scalar.  ``backward`` returns ``"inputs"`` dense and
+        ``"weights"``/``"biases"`` as :class:`~refsoftmax.row_sparse.RowSparse`.
 
     Notes
     -----

@@ -26,6 +26,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "refsoftmax"
 
 LOSS_MODULES = (
     "am_softmax",
+    "distributed",
     "as_softmax",
     "fenchel_young",
     "linear_softmax_cross_entropy",

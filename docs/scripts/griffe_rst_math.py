@@ -9,7 +9,11 @@ rewrites, in each docstring it loads:
   the indented block after it) → a ``\\[ ... \\]`` display block, which
   ``pymdownx.arithmatex`` hands to MathJax like the math on the pages;
 * ``:func:`~a.b.c``` (and ``:class:``, ``:mod:``, ``:meth:``, ``:attr:``,
-  ``:data:``, ``:exc:``) → inline code ``c`` (``a.b.c`` without ``~``).
+  ``:data:``, ``:exc:``) → inline code ``c`` (``a.b.c`` without ``~``);
+* in the type of a Parameters/Returns/Yields/Raises/Attributes item (the ``name : type``
+  line), reST literals, math and roles → plain text: mkdocstrings shows the type as
+  code already, where a literal would keep its double backticks.  (In descriptions a
+  reST literal is a Markdown code span as it stands.)
 
 Configured in ``mkdocs.yml`` (``extensions:`` of the python handler).  The
 docstrings themselves are never changed.
@@ -27,9 +31,51 @@ _XREF_ROLE = re.compile(r":(?:py:)?(?:func|class|mod|meth|attr|data|exc|obj):`(~
 _DIRECTIVE = re.compile(r"^(?P<indent>[ \t]*)\.\. math::[ \t]*(?P<rest>.*)$")
 
 
-def _xref(match: re.Match[str]) -> str:
+_LITERAL = re.compile(r"``([^`]+)``|`([^`]+)`")
+_UNDERLINE = re.compile(r"[ \t]*-{3,}[ \t]*")
+# numpydoc sections whose items start with a "name : type" (or a bare "type") line
+_ITEM_SECTIONS = {"parameters", "other parameters", "returns", "yields", "receives",
+                  "raises", "warns", "attributes"}
+_TYPE_ONLY_SECTIONS = {"returns", "yields", "receives", "raises", "warns"}
+
+
+def _xref_target(match: re.Match[str]) -> str:
     short, target = match.group(1), match.group(2)
-    return f"`{target.rsplit('.', 1)[-1] if short else target}`"
+    return target.rsplit(".", 1)[-1] if short else target
+
+
+def _xref(match: re.Match[str]) -> str:
+    return f"`{_xref_target(match)}`"
+
+
+def _plain_type(text: str) -> str:
+    """A numpydoc type with its reST markup removed: ``:math:`M``` → M, roles → their target,
+    literals → their text."""
+    text = _MATH_ROLE.sub(lambda m: m.group(1), text)
+    text = _XREF_ROLE.sub(_xref_target, text)
+    return _LITERAL.sub(lambda m: m.group(1) or m.group(2), text)
+
+
+def _item_types(text: str) -> str:
+    """Each item line (``name : type``, or ``type`` in Returns-like sections) of the item
+    sections with its type as plain text."""
+    lines = text.split("\n")
+    section, base = None, 0
+    for i, line in enumerate(lines):
+        if (i + 1 < len(lines) and line.strip() and _UNDERLINE.fullmatch(lines[i + 1])
+                and _indent(lines[i + 1]) == _indent(line)):
+            section, base = line.strip().lower(), _indent(line)
+            continue
+        if section not in _ITEM_SECTIONS or not line.strip() or _indent(line) != base:
+            continue
+        if _UNDERLINE.fullmatch(line):
+            continue
+        name, sep, kind = line.partition(" : ")
+        if sep:
+            lines[i] = name + sep + _plain_type(kind)
+        elif section in _TYPE_ONLY_SECTIONS:
+            lines[i] = _plain_type(line)
+    return "\n".join(lines)
 
 
 def _display_blocks(text: str) -> str:
@@ -65,6 +111,7 @@ def _indent(line: str) -> int:
 
 def rst_to_markdown(text: str) -> str:
     """The docstring ``text`` with its reST math and cross-reference roles in Markdown."""
+    text = _item_types(text)
     text = _display_blocks(text)
     text = _MATH_ROLE.sub(lambda m: rf"\({m.group(1)}\)", text)
     return _XREF_ROLE.sub(_xref, text)
