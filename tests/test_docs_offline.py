@@ -43,7 +43,7 @@ def test_mkdocs_yml_loads_nothing_by_url():
 
 @pytest.mark.parametrize("state", ["missing", "other version"])
 def test_hook_fails_the_build_without_the_vendored_mathjax(tmp_path, monkeypatch, state):
-    PluginError = pytest.importorskip("mkdocs.exceptions").PluginError  # noqa: N806
+    PluginError = pytest.importorskip("mkdocs.exceptions").PluginError
 
     hook = _hook()
     vendor = tmp_path / "mathjax"
