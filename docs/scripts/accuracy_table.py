@@ -45,7 +45,9 @@ that intermediate's first-order effect (derived in `mp_oracle.py`): a gradient e
 is a genuine difference of terms (`W p_j − c_j` with soft labels; sums over a batch with
 both signs); logits rounded once as `x·w + b − log Q` (sampled softmax, NCE); cosines
 (AM-Softmax: an ulp in a cosine is 2s ulps in its gradient); the sparsemax/entmax
-threshold τ (`p_j = z_j − τ`).
+threshold τ (`p_j = z_j − τ`); soft-capped logits `c·tanh(z/c)` and their argument `z/c` (an
+ulp of a capped logit near 30 is ~16 ulp of a confident example's loss; the z-loss alone
+rounds no intermediate).
 
 **Bounds** (asserted by `tests/accuracy/test_accuracy.py`): float64 within **8 ulp** of the
 exact value; float32, float16 and bfloat16 within **4 ulp of the correctly rounded

@@ -133,6 +133,60 @@ def sparse_ce(z: np.ndarray, t: np.ndarray, *, eps: float = 0.0, mode: str = "un
     return _stack(out)
 
 
+def sparse_ce_z_cap(z: np.ndarray, t: np.ndarray, *, z_loss: float = 0.0, cap: float | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    r"""Sparse CE of the soft-capped logits plus the z-loss: ``(loss, loss_scale, grad, grad_scale)``.
+
+    :math:`\tilde z = c\tanh(z/c)`, :math:`\ell = \log Z - \tilde z_t + \lambda(\log Z)^2`,
+    :math:`\partial\ell/\partial z_j = g_j\operatorname{sech}^2(z_j/c)` with
+    :math:`g_j = (1 + 2\lambda\log Z)\,p_j - \delta_{jt}`.  Without a cap the scales are the
+    terms' own (no intermediate is rounded; the target entry's two terms may cancel).  With a
+    cap, the capped logits are an intermediate every implementation rounds, and the loss of a
+    confident row, :math:`e^{-(\tilde z_t - \tilde z_j)}`, has the relative error of that
+    difference's absolute one (an ulp of :math:`|\tilde z| \approx 30` is ~16 ulp of the
+    loss): as for the sampled logits, the scale is then the first-order effect of a relative
+    error :math:`u` in every :math:`\tilde z_k`: :math:`u\sum_k |g_k \tilde z_k|` on the loss
+    and :math:`u\,f\,p_j((1 - p_j)|\tilde z_j| + \sum_{k\ne j} p_k|\tilde z_k|)` (times the slope)
+    on entry :math:`j`, :math:`f = |1 + 2\lambda\log Z|`.
+    The argument :math:`z/c` of :math:`\tanh` and :math:`\operatorname{sech}^2` is
+    rounded too: a relative error :math:`u` in it moves the slope by :math:`2|z_j/c|\,u` relative.
+    """
+    losses, vscale, grads, gscales = [], [], [], []
+    lam = mpmath.mpf(z_loss)
+    for i, row in enumerate(z):
+        raw = [mpmath.mpf(float(v)) for v in row]
+        if cap is None:
+            capped, slope = raw, [mpmath.mpf(1)] * len(raw)
+        else:
+            c = mpmath.mpf(cap)
+            capped = [c * mpmath.tanh(v / c) for v in raw]
+            slope = [mpmath.sech(v / c) ** 2 for v in raw]
+        top = lse(capped)
+        p = probs(capped)
+        factor = 1 + 2 * lam * top
+        tt = int(t[i])
+        g = [factor * pj - (1 if j == tt else 0) for j, pj in enumerate(p)]
+        loss = (top - capped[tt]) + lam * top * top
+        losses.append(loss)
+        grads.append([gj * sj for gj, sj in zip(g, slope, strict=True)])
+        terms = [max(abs(factor * pj), 1 if j == tt else 0) * sj for j, (pj, sj) in enumerate(zip(p, slope, strict=True))]
+        if cap is None:
+            vscale.append(abs(loss))
+            gscales.append(terms)
+        else:
+            mags = [abs(v) for v in capped]
+            vscale.append(mpmath.fsum(abs(gk) * m for gk, m in zip(g, mags, strict=True)))
+            spread = mpmath.fsum(pk * m for pk, m in zip(p, mags, strict=True))
+            # ... and the cap's argument z/c, rounded before tanh and sech² see it: a relative
+            # error u in it moves sech²(z/c) by 2|z/c| u relative (|d log sech²(v)/dv| <= 2)
+            args = [abs(v / mpmath.mpf(cap)) for v in raw]
+            gscales.append([max(tj, abs(factor) * pj * ((1 - pj) * mj + (spread - pj * mj)) * sj,
+                                abs(gj) * sj * 2 * aj)
+                            for tj, pj, mj, sj, gj, aj in zip(terms, p, mags, slope, g, args, strict=True)])
+    return (as_float(losses), as_float(vscale), np.array([as_float(r) for r in grads]),
+            np.array([as_float(r) for r in gscales]))
+
+
 def _stack(rows: list[tuple[float, np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return (np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
             np.array([r[2] for r in rows]))

@@ -265,6 +265,24 @@ def _sparse_like(fn: Any, oracle_kw: dict[str, Any], **kw: Any) -> Callable[[Env
     return check
 
 
+def _z_cap(z_loss: float, cap: float | None) -> Callable[[Env], Rows]:
+    """Sparse CE with ``z_loss`` and ``logit_softcap`` against :func:`mo.sparse_ce_z_cap`."""
+    def check(env: Env) -> Rows:
+        rows: Rows = []
+        for b in _rounded_logits(env):
+            finite = np.isfinite(b.z).all(axis=-1)  # the oracle takes finite rows (masking logits included)
+            z, t = b.z[finite], b.t[finite]
+            if not len(t):
+                continue
+            loss, grads = rs.sparse_softmax_cross_entropy.value_and_grad(
+                env.floats(z), env.ints(t), z_loss=z_loss, logit_softcap=cap)
+            value, vscale, grad, gscale = oracle("sparse_ce_z_cap", z, t, z_loss=z_loss, cap=cap)
+            rows += [(b.kind, "value", ulps(env.host(loss), value, vscale, env.dtype)),
+                     (b.kind, "gradient", ulps(env.host(grads["logits"]), grad, gscale, env.dtype))]
+        return rows
+    return check
+
+
 def _topk(env: Env) -> Rows:
     rows: Rows = []
     k = 3
@@ -481,6 +499,8 @@ CHECKS: dict[str, Callable[[Env], Rows]] = {
         label_smoothing=0.1, label_smoothing_mode="others"),
     "sparse_softmax_cross_entropy (class weights)": _sparse_like(
         rs.sparse_softmax_cross_entropy, {"class_weights": _WEIGHTS}, class_weights=_WEIGHTS),
+    "sparse_softmax_cross_entropy (z-loss 1e-2)": _z_cap(1e-2, None),
+    "sparse_softmax_cross_entropy (soft-cap 30)": _z_cap(0.0, 30.0),
     "softmax_cross_entropy": _dense,
     "softmax_cross_entropy (others smoothing)": _dense_others,
     "temperature_softmax_cross_entropy (T = 2)": _sparse_like(
