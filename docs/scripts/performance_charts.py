@@ -5,13 +5,13 @@ Run from anywhere: ``python docs/scripts/performance_charts.py``.  It reads
 * ``benchmarks/results/bench_sparse_ce.md``, ``bench_sampled_softmax.md`` and
   ``bench_linear_softmax.md`` (the time tables: each implementation's median time as a
   multiple of the fastest peer's, or of the peer's where there is one);
-* the memory tables of ``benchmarks/results/bench_linear_softmax*.md`` (peak memory of the
-  chunked linear loss for each chunk size measured; every measurement is at one vocabulary
-  size, C = 262,144, so the chart is over the chunk size);
+* the memory tables of ``benchmarks/results/bench_linear_softmax*.md``: peak memory of the
+  chunked linear loss for each chunk size measured at C = 262,144, and for the default chunk
+  size at each vocabulary size measured (``--results-tag vocab-C`` runs);
 * ``docs/accuracy.md``'s table (worst error in ulps per function and quantity);
 
-and writes ``speed_vs_fastest_peer.svg``, ``linear_memory_vs_chunk_size.svg`` and
-``accuracy_ulps.svg`` into ``docs/images/performance/``.  The SVGs are deterministic (fixed
+and writes ``speed_vs_fastest_peer.svg``, ``linear_memory_vs_chunk_size.svg``,
+``linear_memory_vs_vocabulary.svg`` and ``accuracy_ulps.svg`` into ``docs/images/performance/``.  The SVGs are deterministic (fixed
 hash salt, no date or creator metadata, glyphs as paths), so re-running it on unchanged
 inputs leaves the files unchanged.  Needs matplotlib (the ``docs`` extra).
 """
@@ -144,7 +144,7 @@ def linear_memory() -> tuple[list[MemoryPoint], dict[str, float]]:
     column = "tracemalloc peak MiB"
     for path in sorted(RESULTS.glob("bench_linear_softmax*.md")):
         text = path.read_text(encoding="utf-8")
-        if column not in text:
+        if column not in text or _classes(text) != 262144:  # the chunk sweep is at C = 262,144
             continue
         commit = re.search(r"^commit\s*:\s*(\S+)", text, re.M)
         source = f"commit {commit.group(1)}" if commit else path.name
@@ -219,6 +219,66 @@ def chart_speed(path: Path) -> None:
     plt.close(fig)
 
 
+def _classes(text: str) -> int | None:
+    match = re.search(r"\bC=(\d+)", text)
+    return int(match.group(1)) if match else None
+
+
+@dataclass(frozen=True)
+class VocabPoint:
+    classes: int
+    chunked_peak: float
+    chunked_working: float
+    materialised: float | None
+    logits: float
+
+
+def vocabulary_memory() -> list[VocabPoint]:
+    """One point per vocabulary size: the default-chunk runs of every memory table."""
+    column = "tracemalloc peak MiB"
+    points: dict[int, VocabPoint] = {}
+    for path in sorted(RESULTS.glob("bench_linear_softmax*.md")):
+        text = path.read_text(encoding="utf-8")
+        classes = _classes(text)
+        logits = re.search(r"\(\[B, C\] logits: ([\d.]+) ([GM])iB\)", text)
+        if column not in text or classes is None or logits is None or classes in points:
+            continue
+        size = float(logits.group(1)) * (1024 if logits.group(2) == "G" else 1)
+        rows = _table_with(path, column)
+        chunked = [r for r in rows if r["implementation"] == "refsoftmax-chunked[default]"]
+        numpy_rows = [r for r in rows if r["implementation"] == "numpy-materialised"]
+        if not chunked:
+            continue
+        points[classes] = VocabPoint(classes, float(chunked[0][column]), float(chunked[0]["peak − returned MiB"]),
+                                     float(numpy_rows[0][column]) if numpy_rows else None, size)
+    return sorted(points.values(), key=lambda p: p.classes)
+
+
+def chart_vocabulary(path: Path) -> None:
+    points = vocabulary_memory()
+    fig, ax = plt.subplots(figsize=(7.5, 5.0))
+    c = [p.classes for p in points]
+    ax.plot(c, [p.logits for p in points], color="black", linestyle=":", label="the [B, C] logits themselves")
+    mat = [(p.classes, p.materialised) for p in points if p.materialised is not None]
+    ax.plot([m[0] for m in mat], [m[1] for m in mat], marker="^", color=PEER,
+            label="NumPy, materialised logits: peak (tracemalloc)")
+    ax.plot(c, [p.chunked_peak for p in points], marker="o", color=OURS,
+            label="refsoftmax chunked: peak (incl. the returned gradients)")
+    ax.plot(c, [p.chunked_working for p in points], marker="s", color=OURS, linestyle=":",
+            label="refsoftmax chunked: peak − returned gradients")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xticks(c, [f"{v:,}" for v in c])
+    ax.set_xlabel("vocabulary size C (classes)")
+    ax.set_ylabel("memory, MiB (log scale)")
+    ax.set_title("linear_softmax_cross_entropy, forward + backward: memory vs vocabulary\n"
+                 "B = 4096, D = 256, float32, default chunk size", fontsize=9, loc="left")
+    ax.legend(fontsize=7.5, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncols=2, frameon=False)
+    fig.tight_layout()
+    fig.savefig(path, metadata=METADATA)
+    plt.close(fig)
+
+
 def chart_memory(path: Path) -> None:
     points, refs = linear_memory()
     fig, ax = plt.subplots(figsize=(7.5, 5.4))
@@ -286,6 +346,7 @@ def chart_accuracy(path: Path) -> None:
 CHARTS = {
     "speed_vs_fastest_peer.svg": chart_speed,
     "linear_memory_vs_chunk_size.svg": chart_memory,
+    "linear_memory_vs_vocabulary.svg": chart_vocabulary,
     "accuracy_ulps.svg": chart_accuracy,
 }
 
