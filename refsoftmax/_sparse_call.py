@@ -22,7 +22,7 @@ from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, soft_cap
 from refsoftmax._validation import check_axis, check_choice, check_class_weights, check_where
 
-__all__ = ["SparseCall", "SparseOptions", "prepare_sparse"]
+__all__ = ["SparseCall", "SparseOptions", "example_weights", "prepare_sparse"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -92,6 +92,29 @@ class SparseCall:
     denominator: Any  # Ω of ``reduction="mean"``, else None
 
 
+def example_weights(xp: Any, w: Any, target: Any, valid_f: Any, reduction: str,
+                    mean_denominator: str) -> tuple[Any, Any]:
+    """``(w_t, Ω)``: each example's target weight (0 where ignored) and the mean's denominator.
+
+    ``w``: the class weights ``[C]`` or None; ``target``: class indices (0 where ignored);
+    ``valid_f``: 1, or 0 where ignored.  Ω (``None`` unless ``reduction == "mean"``) is the
+    sum of the weights, the number of non-ignored examples, or the number of examples.
+    """
+    if w is None:
+        w_t = valid_f
+    else:
+        w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
+    denominator = None
+    if reduction == "mean":
+        if mean_denominator == "weights":
+            denominator = xp.sum(w_t)
+        elif mean_denominator == "count":
+            denominator = xp.sum(valid_f)
+        else:
+            denominator = xp.asarray(math.prod(target.shape), dtype=valid_f.dtype, device=valid_f.device)
+    return w_t, denominator
+
+
 def prepare_sparse(logits: Any, labels: Any, options: SparseOptions) -> SparseCall:
     """Validate a sparse-label call and bring it to the layout the engines compute in.
 
@@ -145,19 +168,7 @@ def prepare_sparse(logits: Any, labels: Any, options: SparseOptions) -> SparseCa
         z, slope = soft_cap(z, o.logit_softcap, xp=xp)
 
     valid_f = xp.astype(valid, dtype)
-    if w is None:
-        w_t = valid_f
-    else:
-        w_t = xp.reshape(xp.take(w, xp.reshape(target, (-1,))), target.shape) * valid_f
-
-    denominator = None
-    if o.reduction == "mean":
-        if o.mean_denominator == "weights":
-            denominator = xp.sum(w_t)
-        elif o.mean_denominator == "count":
-            denominator = xp.sum(valid_f)
-        else:
-            denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
+    w_t, denominator = example_weights(xp, w, target, valid_f, o.reduction, o.mean_denominator)
     return SparseCall(
         xp=xp, options=o, z=z, slope=slope, logits_dtype=arrays["logits"].dtype, axis=axis,
         allowed=allowed, target=target, valid_f=valid_f, w=w, w_t=w_t,

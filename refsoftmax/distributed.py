@@ -37,7 +37,6 @@ collectives live in :mod:`refsoftmax.backends.torch` (``all_reduce``).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,6 +48,7 @@ from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, soft
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._shifted import shifted_exp
+from refsoftmax._sparse_call import example_weights
 from refsoftmax._validation import check_class_weights
 
 __all__ = ["ShardedSparseSoftmaxCrossEntropy", "sparse_softmax_cross_entropy"]
@@ -154,7 +154,7 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         valid = xp.astype(valid_b, dtype)
         w = None if arrays["class_weights"] is None else check_class_weights(
             xp, arrays["class_weights"], num_classes, dtype)
-        w_t = valid if w is None else xp.take(w, xp.reshape(target, (-1,))).reshape(target.shape) * valid
+        w_t, denominator = example_weights(xp, w, target, valid, reduction, mean_denominator)
 
         z = xp.astype(z, dtype)
         slope = None
@@ -227,14 +227,6 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
             z_factor = safe_mul(2.0 * lam * valid, log_z, xp=xp)
         losses = xp.where(nan_rows & valid_b, xp.full_like(losses, xp.nan), losses)
 
-        denominator = None
-        if reduction == "mean":
-            if mean_denominator == "weights":
-                denominator = xp.sum(w_t)
-            elif mean_denominator == "count":
-                denominator = xp.sum(valid)
-            else:
-                denominator = xp.asarray(math.prod(t.shape), dtype=dtype, device=z.device)
         value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
         p = e / xp.expand_dims(safe_s, axis=-1)
         res = _Residuals(
