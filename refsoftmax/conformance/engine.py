@@ -534,9 +534,11 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
             attempts.append((f"conventions and compute_dtype={computes}", conv, computes))
     tried: list[tuple[str, list[_Mismatch]]] = []
     passed: tuple[str, dict[str, Any], dict[str, Any]] | None = None
+    default: dict[str, Any] = {}  # the default comparison's reference results
     for kind, opts, tolerance in attempts:
         errors, misses = _match(spec, target, inputs, opts, case.dtype, tolerance, cand_value, cand_grads,
                                 cotangent, backend, plan)
+        default = default or errors
         if not misses:
             passed = (kind, opts, errors)
             break
@@ -548,7 +550,7 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
         if kind != "default":
             result.status, result.message = "convention", _convention_message(target, options, kind, tried)
     else:
-        used_options = options
+        used_options, errors = options, default
         for kind, misses in tried:
             for miss in misses:
                 result.checks[miss.what] = "FAIL"
@@ -559,7 +561,6 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
                     result.max_abs_error = result.max_rel_error = math.inf
             where = "" if kind == "default" else f"with {_describe(target, options, kind)}: "
             failures.append(where + "; ".join(f"{m.what}: {m}" for m in misses))
-    ref_value_used = errors["value"] if passed is not None else ref_value
 
     # 3./4. finite differences: the reference against itself, the candidate against its own loss
     wrt = tuple(n for n in target.wrt if n in cand_grads)
@@ -568,7 +569,7 @@ def run_case(target: Target, case: Case, *, backend: str = "numpy", seed: int = 
     elif case.dtype == "float64" and _finite_inputs(inputs) and np.isfinite(ref_value).all() \
             and np.isfinite(cand_value).all():
         failures += _fd_checks(target, spec, fw, inputs, options, used_options, cand_value, cand_grads,
-                               ref_value_used, wrt, cotangent, rng, backend, plan, result)
+                               errors["value"], errors["grads"], wrt, cotangent, rng, backend, plan, result)
     else:
         result.checks["self-consistency"] = "skipped (needs float64 and finite values)"
     if failures:
@@ -600,13 +601,14 @@ def _run_invalid(target: Target, fw: Framework, case: Case, inputs: dict[str, np
 
 def _fd_checks(target: Target, spec: LossSpec, fw: Framework, inputs: dict[str, np.ndarray],
                options: dict[str, Any], ref_options: dict[str, Any], cand_value: np.ndarray,
-               cand_grads: dict[str, np.ndarray],
-               ref_value: np.ndarray, wrt: tuple[str, ...], cotangent: np.ndarray,
+               cand_grads: dict[str, np.ndarray], ref_value: np.ndarray,
+               ref_grads: dict[str, np.ndarray], wrt: tuple[str, ...], cotangent: np.ndarray,
                rng: np.random.Generator, backend: str, plan: _Plan, result: CaseResult) -> list[str]:
     """The finite-difference checks; a failure only when the reference passes the same check.
 
     ``options`` are the candidate's (the case's), ``ref_options`` those of the reference
-    comparison that passed (its declared conventions included).
+    comparison that passed (its declared conventions included), ``ref_value`` and
+    ``ref_grads`` that comparison's reference value and VJP for ``cotangent``.
 
     A check the reference itself fails on the case (a kink, an ill-conditioned input) cannot
     condemn the candidate: it is reported as inconclusive.
@@ -616,8 +618,6 @@ def _fd_checks(target: Target, spec: LossSpec, fw: Framework, inputs: dict[str, 
     def reference_side(ins: dict[str, np.ndarray], opts: dict[str, Any],
                        ct: np.ndarray | None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         return _reference(spec, ins, opts, ct, backend)
-
-    _, ref_grads = _evaluate(reference_side, spec, inputs, ref_options, cotangent, plan)
 
     def ref_f(values: dict[str, np.ndarray]) -> np.ndarray:
         return _evaluate(reference_side, spec, values, ref_options, None, plan)[0]
