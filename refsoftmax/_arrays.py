@@ -61,7 +61,7 @@ def resolve(**named: Any) -> tuple[Any, dict[str, Any]]:
     if typed:
         first_name, first = next(iter(typed.items()))
         xp = array_api_compat.array_namespace(first)
-        device = array_api_compat.device(first)
+        device, device_name = array_api_compat.device(first), first_name
         for name, arr in typed.items():
             other = array_api_compat.array_namespace(arr)
             if other is not xp:
@@ -71,15 +71,22 @@ def resolve(**named: Any) -> tuple[Any, dict[str, Any]]:
                     "(lists, and NumPy arrays under a non-NumPy backend flag, are converted)"
                 )
                 raise TypeError(msg)
-            if array_api_compat.device(arr) != device:
+            # a JAX tracer has no device (None) until it is placed: it matches any device
+            other_device = array_api_compat.device(arr)
+            if device is None:
+                device, device_name = other_device, name
+            elif other_device is not None and other_device != device:
                 msg = (
-                    f"{first_name} is on device {device} but {name} is on device "
-                    f"{array_api_compat.device(arr)}; move them to one device"
+                    f"{device_name} is on device {device} but {name} is on device "
+                    f"{other_device}; move them to one device"
                 )
                 raise TypeError(msg)
         from refsoftmax import backends
 
         module = backends.for_namespace(xp)
+        extended = getattr(module, "loss_namespace", None)  # dask: xp plus take_along_axis
+        if extended is not None:
+            xp = extended(xp)
         untracked = getattr(module, "untracked", None)  # torch: detach from autograd
         if untracked is not None:
             for name, arr in typed.items():

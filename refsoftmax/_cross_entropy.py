@@ -18,6 +18,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._validation import check_choice, check_probability
 
 __all__ = [
@@ -66,7 +68,7 @@ def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
 
 def onehot(index: Any, num_classes: int, *, xp: Any) -> Any:
     """Boolean ``[..., C]`` with True at each row's ``index`` (``[...]``, integer)."""
-    classes = xp.arange(num_classes, device=index.device, dtype=index.dtype)
+    classes = xp.arange(num_classes, device=device_of(index), dtype=index.dtype)
     return xp.expand_dims(index, axis=-1) == classes
 
 

@@ -24,6 +24,9 @@ from __future__ import annotations
 import numbers
 from typing import Any
 
+from array_api_compat import device as device_of
+
+from refsoftmax._concrete import flagged
 from refsoftmax._dtypes import check_integer
 
 __all__ = ["check_ignore_index", "class_indices", "first_out_of_range", "widen"]
@@ -83,13 +86,13 @@ def class_indices(
     check_integer(xp, t, name)
     ignore_index = check_ignore_index(ignore_index)
     wide, modulus = widen(xp, t)
-    valid = xp.ones(t.shape, dtype=xp.bool, device=wide.device)
+    valid = xp.ones(t.shape, dtype=xp.bool, device=device_of(wide))
     if ignore_index is not None:
         ignored = _as_wide(ignore_index, xp.iinfo(t.dtype), modulus)
         if ignored is not None:  # a value the dtype cannot hold matches nothing
             valid = wide != ignored
     bad = valid & ((wide < 0) | (wide >= num_classes))
-    if bool(xp.any(bad)):
+    if flagged(xp, bad):
         value = first_out_of_range(xp, wide, bad, modulus)
         allowed = "" if ignore_index is None else f" or equal ignore_index={ignore_index}"
         bounds = f"be in [0, {num_classes})" if range_text is None else range_text

@@ -44,6 +44,22 @@ class Function(abc.ABC):
     differentiable: ClassVar[tuple[str, ...]]
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """The value.  Recorded by an autodiff framework, the call goes through its bridge.
+
+        A torch tensor that requires grad (grad mode on), or an array that ``jax.grad``
+        traces, makes the call return a value whose gradient is this function's
+        hand-derived ``backward`` (:func:`refsoftmax.bridges.route`) — never a
+        silently detached value.  ``forward``/``value_and_grad`` never route.
+        """
+        from refsoftmax import bridges
+
+        framework = bridges.recording(args, kwargs)
+        if framework is not None:
+            return bridges.route(self, framework, args, kwargs)
+        return self._value(*args, **kwargs)
+
+    def _value(self, *args: Any, **kwargs: Any) -> Any:
+        """The value alone; functions override it to skip saving residuals."""
         value, _ = self.forward(*args, **kwargs)
         return value
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from array_api_compat import device as device_of
+
 __all__ = ["EMPTY_MEANS", "REDUCTIONS", "reduce", "reduce_backward"]
 
 REDUCTIONS = ("none", "sum", "mean")
@@ -28,7 +30,7 @@ def reduce(losses: Any, denominator: Any, reduction: str, empty_mean: str, *, xp
     empty = denominator == 0
     fill = xp.nan if empty_mean == "nan" else 0.0
     safe = xp.where(empty, xp.ones_like(denominator), denominator)
-    return xp.where(empty, xp.asarray(fill, dtype=total.dtype, device=total.device), total / safe)
+    return xp.where(empty, xp.asarray(fill, dtype=total.dtype, device=device_of(total)), total / safe)
 
 
 def reduce_backward(

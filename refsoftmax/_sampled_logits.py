@@ -41,6 +41,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._arrays import resolve
+from refsoftmax._concrete import flagged
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import class_indices
 from refsoftmax._validation import first_offender
@@ -200,7 +201,7 @@ def check_expected_counts(call: SampledCall) -> None:
     xp = call.xp
     for counts in (call.true_expected_count, call.sampled_expected_count):
         bad = ~(counts > 0) & ~xp.isnan(counts)
-        if bool(xp.any(bad)):
+        if flagged(xp, bad):
             msg = (
                 "expected counts must be > 0 to subtract their log (a class the sampler can never "
                 f"draw cannot be corrected for), got {first_offender(xp, counts, bad)}"

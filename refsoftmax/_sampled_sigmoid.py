@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._cross_entropy import safe_mul
 from refsoftmax._protocol import Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
@@ -49,14 +51,14 @@ def sigmoid_forward(
     xp = call.xp
     batch, t = o.shape[0], call.num_true
     labels = xp.concat(
-        [xp.full((batch, t), true_label, dtype=call.dtype, device=o.device),
-         xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=o.device)], axis=1,
+        [xp.full((batch, t), true_label, dtype=call.dtype, device=device_of(o)),
+         xp.zeros((batch, o.shape[1] - t), dtype=call.dtype, device=device_of(o))], axis=1,
     )
     kept_sampled = ~call.hits if remove_accidental_hits else xp.ones_like(call.hits)
-    kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=o.device), kept_sampled], axis=1)
+    kept = xp.concat([xp.ones((batch, t), dtype=xp.bool, device=device_of(o)), kept_sampled], axis=1)
     terms = sigmoid_cross_entropy(o, labels, xp=xp)
     losses = xp.sum(xp.where(kept, terms, xp.zeros_like(terms)), axis=1)
-    denominator = xp.asarray(float(o.shape[0]), dtype=call.dtype, device=o.device)
+    denominator = xp.asarray(float(o.shape[0]), dtype=call.dtype, device=device_of(o))
     value = reduce(losses, denominator, reduction, "nan", xp=xp)
     res = SigmoidResiduals(
         xp=xp, value_shape=tuple(value.shape), compute_dtype=call.dtype, call=call,
@@ -69,7 +71,7 @@ def sigmoid_backward(r: SigmoidResiduals, cotangent: Any) -> dict[str, Any]:
     """∂/∂o = g (σ(o) − label) on kept columns, then through the sampled logits."""
     xp = r.xp
     g = prepare_cotangent(r, cotangent, r.logits)
-    denominator = xp.asarray(float(r.logits.shape[0]), dtype=r.compute_dtype, device=r.logits.device)
+    denominator = xp.asarray(float(r.logits.shape[0]), dtype=r.compute_dtype, device=device_of(r.logits))
     g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
     # σ(o) - y = (1 - y) σ(o) - y σ(-o) (as σ(o) + σ(-o) = 1): two terms of known sign, so
     # the true columns' σ(o) - 1 = -σ(-o) keeps its relative accuracy when σ(o) -> 1

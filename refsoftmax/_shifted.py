@@ -35,6 +35,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
+from refsoftmax._concrete import may_hold
+
 __all__ = ["Rows", "backend_kernel", "exp_minus", "shift_rows", "shifted_exp"]
 
 
@@ -139,12 +143,12 @@ def shift_rows(z: Any, allowed: Any | None = None, *, xp: Any, temperature: floa
     shift ``m`` of such a row is 0: a caller that needs the log-sum-exp itself
     sets it to :math:`+\infty`.
     """
-    neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=z.device)
+    neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=device_of(z))
     if allowed is not None:
         z = xp.where(allowed, z, neg_inf)
     m = xp.max(z, axis=-1, keepdims=True)  # NaN in a row with a NaN (every backend propagates it)
     limit = m == xp.inf  # rows with a +inf entry and no NaN
-    if bool(xp.any(limit)):  # the limit rows: 0 on the +inf entries, -inf elsewhere
+    if may_hold(xp, limit):  # the limit rows: 0 on the +inf entries, -inf elsewhere
         z = xp.where(limit, xp.where(z == xp.inf, xp.zeros_like(z), neg_inf), z)
         m = xp.where(limit, xp.zeros_like(m), m)
     empty = m == -xp.inf  # no allowed class (a NaN row has a NaN maximum and stays NaN)
@@ -183,7 +187,7 @@ def _exp_minus(z: Any, m: Any, *, xp: Any, temperature: float = 1.0) -> tuple[An
     # forms inf - inf (NaN, and a NumPy warning); e^{z - m} is 0 there either way
     zhat = z - m  # -inf stays -inf (a masked class)
     floor = -xp.finfo(z.dtype).max / 4
-    zc = xp.maximum(z, xp.asarray(floor, dtype=z.dtype, device=z.device))
+    zc = xp.maximum(z, xp.asarray(floor, dtype=z.dtype, device=device_of(z)))
     total = zc - m
     # TwoSum (Knuth): err = (z - m) - zhat exactly, whatever |z| and |m|
     b_virtual = total - zc

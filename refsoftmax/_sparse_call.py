@@ -15,6 +15,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._arrays import resolve
 from refsoftmax._cross_entropy import CLASS_WEIGHTINGS, check_common_options
 from refsoftmax._dtypes import check_integer, compute_dtype
@@ -111,7 +113,7 @@ def example_weights(xp: Any, w: Any, target: Any, valid_f: Any, reduction: str,
         elif mean_denominator == "count":
             denominator = xp.sum(valid_f)
         else:
-            denominator = xp.asarray(math.prod(target.shape), dtype=valid_f.dtype, device=valid_f.device)
+            denominator = xp.asarray(math.prod(target.shape), dtype=valid_f.dtype, device=device_of(valid_f))
     return w_t, denominator
 
 

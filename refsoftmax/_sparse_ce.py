@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._cross_entropy import onehot, safe_mul, smoothing_weights
 from refsoftmax._logit_transforms import log_partition
 from refsoftmax._protocol import Residuals, prepare_cotangent
@@ -97,7 +99,7 @@ def sparse_ce_forward(c: SparseCall, *, keep: bool = True) -> tuple[Any, Any]:
 
     if rows is None:  # the kernel ran; it declines empty rows, so every row has mass
         p, complement = fast["p"], xp.astype(fast["complement"], z.dtype)
-        grad_mask = xp.ones((*c.target.shape, 1), dtype=xp.bool, device=z.device)
+        grad_mask = xp.ones((*c.target.shape, 1), dtype=xp.bool, device=device_of(z))
     else:
         p, complement = rows.probabilities(), rows.complement_at(c.target)
         grad_mask = ~rows.empty if c.allowed is None else (~rows.empty) & c.allowed

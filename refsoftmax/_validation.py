@@ -6,6 +6,8 @@ import math
 import numbers
 from typing import Any
 
+from refsoftmax._concrete import flagged
+
 __all__ = [
     "check_axis",
     "check_choice",
@@ -102,7 +104,7 @@ def check_class_weights(xp: Any, class_weights: Any, num_classes: int, dtype: An
         raise TypeError(msg)
     weights = xp.astype(class_weights, dtype)
     bad = ~xp.isfinite(weights) | (weights < 0)
-    if bool(xp.any(bad)):
+    if flagged(xp, bad):
         value = first_offender(xp, weights, bad)
         msg = f"class_weights must be finite and >= 0, got {value}"
         raise ValueError(msg)

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from refsoftmax._arrays import resolve
+from refsoftmax._concrete import flagged
 from refsoftmax._cross_entropy import onehot, safe_mul
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
@@ -205,12 +206,12 @@ class AMSoftmaxLoss(Function):
         f_norm = _norms(f2, xp=xp)
         w_norm = _norms(w, xp=xp)
         zero_f = (f_norm[:, 0] == 0) & valid
-        if bool(xp.any(zero_f)):
+        if flagged(xp, zero_f):
             row = int(xp.argmax(xp.astype(zero_f, xp.int8)))
             msg = (f"features must have a nonzero norm in every example that is not ignored "
                    f"(the cosine is undefined); example {row} (flattened) has norm 0")
             raise ValueError(msg)
-        if bool(xp.any(w_norm == 0)):
+        if flagged(xp, w_norm == 0):
             row = int(xp.argmax(xp.astype(w_norm[:, 0] == 0, xp.int8)))
             msg = f"weights must have nonzero rows (the cosine is undefined); row {row} has norm 0"
             raise ValueError(msg)

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from array_api_compat import device as device_of
+
+from refsoftmax._concrete import count
 from refsoftmax._protocol import Function
 from refsoftmax._shifted import shift_rows
 from refsoftmax._sparse_call import SparseOptions, prepare_sparse
@@ -117,7 +120,7 @@ class ASSoftmaxCrossEntropy(Function):
         c = prepare_sparse(logits, labels, options)
         xp = c.xp
         if delta >= 1.0:
-            kept = xp.ones(c.z.shape, dtype=xp.bool, device=c.z.device)
+            kept = xp.ones(c.z.shape, dtype=xp.bool, device=device_of(c.z))
         else:
             rows = shift_rows(c.z, None, xp=xp)
             p = rows.probabilities()  # 0 in a row with no finite logit (no 0/0)
@@ -131,8 +134,8 @@ class ASSoftmaxCrossEntropy(Function):
         # satisfied: only the target kept, and a loss that is not NaN (NaN is not 0)
         only_target = (xp.sum(xp.astype(kept, xp.int32), axis=-1) == 1) & ~xp.isnan(res.losses)
         stats = ZeroLossStats(
-            num_examples=int(xp.sum(xp.astype(valid, xp.int32))),
-            num_zero_loss=int(xp.sum(xp.astype(valid & only_target, xp.int32))),
+            num_examples=count(xp, valid),
+            num_zero_loss=count(xp, valid & only_target),
         )
         ce_fields = {f.name: getattr(res, f.name) for f in fields(res)}
         return value, ASResiduals(**ce_fields, kept=kept, stats=stats)

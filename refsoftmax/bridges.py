@@ -24,10 +24,14 @@ arguments the loss lists in ``differentiable``; the others (labels) get none.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["jax_custom_vjp", "torch_autograd"]
+__all__ = ["jax_custom_vjp", "recording", "route", "torch_autograd"]
+
+#: The JAX tracers of a differentiation (``jax.grad``, ``jax.vjp``, ``jax.jvp``, ``jax.linearize``).
+_JAX_AUTODIFF_TRACERS = frozenset({"JVPTracer", "LinearizeTracer"})
 
 
 def _positional(loss: Any) -> tuple[str, ...]:
@@ -39,10 +43,100 @@ def _positional(loss: Any) -> tuple[str, ...]:
     return tuple(p.name for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD))
 
 
-def _check(loss: Any, args: tuple[Any, ...], names: tuple[str, ...]) -> None:
-    if len(args) != len(names):
-        msg = f"{loss!r} takes {len(names)} positional arrays {names}, got {len(args)}"
-        raise TypeError(msg)
+def _split(loss: Any, names: tuple[str, ...], args: tuple[Any, ...], kwargs: dict[str, Any]
+           ) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """``(positional arrays in order, keyword options)`` of a call, as ``loss.forward`` binds them.
+
+    Positional arrays may be passed by keyword; a missing one takes its default
+    (``biases=None``).  A call ``forward`` would refuse raises the same ``TypeError``.
+    """
+    signature = inspect.signature(loss.forward)
+    try:
+        bound = signature.bind(*args, **kwargs)
+    except TypeError as exc:
+        msg = f"{loss!r}: {exc}"
+        raise TypeError(msg) from None
+    arrays = tuple(bound.arguments.get(n, signature.parameters[n].default) for n in names)
+    options: dict[str, Any] = {}
+    for key, value in bound.arguments.items():
+        if key in names:
+            continue
+        if signature.parameters[key].kind is inspect.Parameter.VAR_KEYWORD:
+            options.update(value)
+        else:
+            options[key] = value
+    return arrays, options
+
+
+def _leaves(values: Any) -> Iterator[Any]:
+    for v in values:
+        if isinstance(v, (tuple, list)):
+            yield from _leaves(v)
+        else:
+            yield v
+
+
+def _torch_records(v: Any) -> bool:
+    if not (type(v).__module__.startswith("torch") and getattr(v, "requires_grad", False)):
+        return False
+    import torch
+
+    return bool(torch.is_grad_enabled())
+
+
+def _jax_differentiates(v: Any) -> bool:
+    jax = sys.modules.get("jax")
+    return (jax is not None and isinstance(v, jax.core.Tracer)
+            and type(v).__name__ in _JAX_AUTODIFF_TRACERS)
+
+
+def recording(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str | None:
+    """Which autodiff framework records this call: ``"torch"``, ``"jax"`` or ``None``.
+
+    ``"torch"``: a tensor that requires grad, with grad mode on.  ``"jax"``: an array
+    traced by ``jax.grad``/``vjp``/``jvp`` (``jax.jit`` alone records nothing).
+    """
+    for v in _leaves((*args, *kwargs.values())):
+        if _torch_records(v):
+            return "torch"
+        if _jax_differentiates(v):
+            return "jax"
+    return None
+
+
+def route(loss: Any, framework: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """Call ``loss`` through the bridge of ``framework`` (see :func:`recording`).
+
+    This is what ``loss(*args, **kwargs)`` does when an autodiff framework records the
+    call: the result then carries the framework's graph, and its gradient is the
+    hand-derived ``backward`` — never a silently detached value, never the framework's
+    own derivative of refsoftmax's forward arithmetic.
+    """
+    if framework == "torch":
+        return torch_autograd(loss)(*args, **kwargs)
+    return _jax_traced_vjp(loss)(*args, **kwargs)
+
+
+def _check_not_differentiated(loss: Any, names: tuple[str, ...], arrays: tuple[Any, ...],
+                              options: dict[str, Any], differentiable: set[str]) -> None:
+    """``TypeError`` for a tensor that requires grad where refsoftmax gives no gradient."""
+    named = [*zip(names, arrays, strict=True), *options.items()]
+    for name, value in named:
+        if name not in differentiable and any(_torch_records(v) for v in _leaves((value,))):
+            msg = (f"{name} requires grad, but {loss!r} differentiates only "
+                   f"{tuple(sorted(differentiable))}; detach it (refsoftmax would return no "
+                   f"gradient for it)")
+            raise TypeError(msg)
+
+
+def _is_array_option(v: Any) -> bool:
+    """An option that travels with the arrays (``class_weights``); scalars stay static."""
+    import numbers
+
+    import numpy as np
+
+    return (hasattr(v, "shape") and hasattr(v, "dtype")
+            and not isinstance(v, (numbers.Number, np.generic)))
 
 
 def _dense(g: Any) -> Any:
@@ -95,8 +189,9 @@ def torch_autograd(loss: Any) -> Callable[..., Any]:
                 out.append(_dense(grads[name]) if wanted and grads.get(name) is not None else None)
             return tuple(out)
 
-    def call(*arrays: Any, **options: Any) -> Any:
-        _check(loss, arrays, names)
+    def call(*args: Any, **kwargs: Any) -> Any:
+        arrays, options = _split(loss, names, args, kwargs)
+        _check_not_differentiated(loss, names, arrays, options, differentiable)
         return _Reference.apply(options, *arrays)
 
     call.__name__ = f"torch_autograd({loss!r})"
@@ -135,16 +230,17 @@ def jax_custom_vjp(loss: Any) -> Callable[..., Any]:
     names = _positional(loss)
     differentiable = set(getattr(loss, "differentiable", ()))
 
-    def call(*arrays: Any, **options: Any) -> Any:
-        _check(loss, arrays, names)
-        present = [i for i, a in enumerate(arrays) if a is not None]  # e.g. biases=None
-        array_keys = [k for k, v in options.items() if hasattr(v, "shape") and hasattr(v, "dtype")]
+    def call(*args: Any, **kwargs: Any) -> Any:
+        arrays, options = _split(loss, names, args, kwargs)
+        # the array arguments travel as operands; None (biases=None) and Python values stay fixed
+        present = [i for i, a in enumerate(arrays) if _is_array_option(a)]
+        array_keys = [k for k, v in options.items() if _is_array_option(v)]
         static = {k: v for k, v in options.items() if k not in array_keys}
         operands = [arrays[i] for i in present] + [options[k] for k in array_keys]
         n_pos = len(present)
 
         def rebuild(ops: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
-            args: list[Any] = [None] * len(arrays)
+            args: list[Any] = list(arrays)
             for j, i in enumerate(present):
                 args[i] = np.asarray(ops[j])
             kw = {**static, **{k: np.asarray(v) for k, v in zip(array_keys, ops[n_pos:], strict=True)}}
@@ -194,4 +290,61 @@ def jax_custom_vjp(loss: Any) -> Callable[..., Any]:
 
     call.__name__ = f"jax_custom_vjp({loss!r})"
     call.__doc__ = f"{loss!r} as a jax.custom_vjp function (refsoftmax.bridges.jax_custom_vjp)."
+    return call
+
+
+def _jax_traced_vjp(loss: Any) -> Callable[..., Any]:
+    """``loss`` as a ``jax.custom_vjp`` that runs refsoftmax on the traced arrays themselves.
+
+    Unlike :func:`jax_custom_vjp` (host callbacks, every check on concrete values), the
+    primal and the VJP are refsoftmax's forward and hand-derived backward traced by JAX,
+    on the arrays' own device — what a plain ``jax.grad(loss)`` routes through.  Checks
+    that need values are skipped while tracing (:mod:`refsoftmax._concrete`).
+    """
+    import jax
+    import jax.numpy as jnp
+
+    names = _positional(loss)
+    differentiable = set(getattr(loss, "differentiable", ()))
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        arrays, options = _split(loss, names, args, kwargs)
+        # the array arguments travel as operands; None (biases=None) and Python values stay fixed
+        present = [i for i, a in enumerate(arrays) if _is_array_option(a)]
+        array_keys = [k for k, v in options.items() if _is_array_option(v)]
+        static = {k: v for k, v in options.items() if k not in array_keys}
+        n_pos = len(present)
+
+        def rebuild(ops: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
+            positional: list[Any] = list(arrays)
+            for j, i in enumerate(present):
+                positional[i] = ops[j]
+            return positional, {**static, **dict(zip(array_keys, ops[n_pos:], strict=True))}
+
+        @jax.custom_vjp
+        def f(*ops: Any) -> Any:
+            positional, kw = rebuild(ops)
+            return loss.forward(*positional, **kw)[0]
+
+        def f_fwd(*ops: Any) -> Any:
+            return f(*ops), ops
+
+        def f_bwd(ops: tuple[Any, ...], g: Any) -> Any:
+            positional, kw = rebuild(ops)
+            _, grads = loss.value_and_grad(*positional, cotangent=g, **kw)
+            out: list[Any] = []
+            for j, o in enumerate(ops):
+                name = names[present[j]] if j < n_pos else None
+                if jnp.issubdtype(o.dtype, jnp.integer) or jnp.issubdtype(o.dtype, jnp.bool_):
+                    out.append(None)  # labels take no cotangent: None is JAX's zero for them
+                elif name in differentiable and grads.get(name) is not None:
+                    out.append(jnp.asarray(_dense(grads[name]), dtype=o.dtype))
+                else:
+                    out.append(jnp.zeros_like(o))  # an option array (class_weights): no gradient
+            return tuple(out)
+
+        f.defvjp(f_fwd, f_bwd)
+        return f(*[arrays[i] for i in present], *[options[k] for k in array_keys])
+
+    call.__name__ = f"jax_traced_vjp({loss!r})"
     return call

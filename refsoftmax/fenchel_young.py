@@ -22,6 +22,8 @@ import abc
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from array_api_compat import device as device_of
+
 from refsoftmax._along_axis import prepare_along_axis
 from refsoftmax._cross_entropy import onehot, safe_mul
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
@@ -95,7 +97,7 @@ def _sorted_rows(x: Any, *, xp: Any) -> tuple[Any, Any, Any]:
     u = xp.sort(x, axis=-1, descending=True)
     finite = u > -xp.inf
     u = xp.where(finite, u, xp.zeros_like(u))
-    rho = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=x.device)
+    rho = xp.arange(1, x.shape[-1] + 1, dtype=x.dtype, device=device_of(x))
     return u, finite, rho
 
 

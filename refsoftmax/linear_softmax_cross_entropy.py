@@ -7,8 +7,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import array_api_compat
+from array_api_compat import device as device_of
 
 from refsoftmax._arrays import resolve
+from refsoftmax._concrete import may_hold
 from refsoftmax._dtypes import check_integer, compute_dtype
 from refsoftmax._labels import check_ignore_index, class_indices
 from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, soft_cap
@@ -196,9 +198,9 @@ class LinearSoftmaxCrossEntropy(Function):
 
         # a streaming log-sum-exp: per row the running maximum m and r = s - 1, the sum of
         # e^{z - m} over every class seen except one copy of the maximum (see _shifted.py)
-        m = xp.full((batch,), -xp.inf, dtype=dtype, device=x.device)
-        r = xp.zeros((batch,), dtype=dtype, device=x.device)
-        z_t = xp.zeros((batch,), dtype=dtype, device=x.device)
+        m = xp.full((batch,), -xp.inf, dtype=dtype, device=device_of(x))
+        r = xp.zeros((batch,), dtype=dtype, device=device_of(x))
+        z_t = xp.zeros((batch,), dtype=dtype, device=device_of(x))
         for start in range(0, num_classes, chunk):
             stop = min(start + chunk, num_classes)
             logits = _chunk_logits(xp, x, w, b, start, stop)
@@ -250,7 +252,7 @@ class LinearSoftmaxCrossEntropy(Function):
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_rows = xp.where(r.rows, g_loss, xp.zeros_like(g_loss))  # [B]
         # rows without a gradient (ignored, empty) must not leak NaN/inf into dW through 0 * x
-        all_rows = bool(xp.all(r.rows))
+        all_rows = not may_hold(xp, ~r.rows)
         no_gradient = xp.expand_dims(~r.rows, axis=1)
         inputs = r.inputs if all_rows else xp.where(~no_gradient, r.inputs, xp.zeros_like(r.inputs))
         m = xp.expand_dims(r.m, axis=1)
@@ -261,12 +263,12 @@ class LinearSoftmaxCrossEntropy(Function):
             spike = spike + g_rows * r.z_factor * xp.exp(-r.neg_log_p)
             g_over_s = g_over_s * xp.expand_dims(1.0 + r.z_factor, axis=1)
         num_classes, _dim = r.weights.shape
-        d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=r.inputs.device)
+        d_inputs = xp.zeros(r.inputs.shape, dtype=r.compute_dtype, device=device_of(r.inputs))
         writable = array_api_compat.is_writeable_array(r.weights)
         d_w_parts, d_b_parts = [], []
         if writable:
-            d_w = xp.empty(r.weights.shape, dtype=r.compute_dtype, device=r.inputs.device)
-            d_b = xp.empty((num_classes,), dtype=r.compute_dtype, device=r.inputs.device)
+            d_w = xp.empty(r.weights.shape, dtype=r.compute_dtype, device=device_of(r.inputs))
+            d_b = xp.empty((num_classes,), dtype=r.compute_dtype, device=device_of(r.inputs))
         # the softmax part g p, chunk by chunk, in the recomputed logits' own buffer
         for start in range(0, num_classes, r.chunk):
             stop = min(start + r.chunk, num_classes)
@@ -277,9 +279,9 @@ class LinearSoftmaxCrossEntropy(Function):
             grad = exp_minus(logits, m, xp=xp)  # e^{z - m} to ~1 ulp
             grad *= g_over_s  # g p
             here = (r.target >= start) & (r.target < stop)
-            if bool(xp.any(here)):  # the label part: p_t - 1 replaces p_t in the target's column
+            if may_hold(xp, here):  # the label part: p_t - 1 replaces p_t in the target's column
                 local = xp.clip(r.target - start, 0, stop - start - 1)
-                column = xp.arange(stop - start, device=grad.device, dtype=local.dtype)
+                column = xp.arange(stop - start, device=device_of(grad), dtype=local.dtype)
                 is_t = (xp.expand_dims(local, axis=1) == column) & xp.expand_dims(here, axis=1)
                 grad = xp.where(is_t, xp.expand_dims(spike, axis=1), grad)
             if slope is not None:  # through the soft-cap

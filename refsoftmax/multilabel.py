@@ -13,7 +13,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._arrays import resolve
+from refsoftmax._concrete import count, flagged
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
@@ -96,7 +99,7 @@ def log1p_sum_exp(v: Any, mask: Any, *, xp: Any) -> tuple[Any, Any]:
     :math:`k` entries at ``1e300``: :math:`m = 10^{300}`,
     :math:`r = k - 1`, :math:`s = k`).
     """
-    neg_inf = xp.asarray(-xp.inf, dtype=v.dtype, device=v.device)
+    neg_inf = xp.asarray(-xp.inf, dtype=v.dtype, device=device_of(v))
     zero = xp.zeros_like(v)
     w = xp.where(mask, v, neg_inf)  # terms off M are e^{-inf} = 0
     at_inf = w == xp.inf
@@ -105,7 +108,7 @@ def log1p_sum_exp(v: Any, mask: Any, *, xp: Any) -> tuple[Any, Any]:
     # +inf terms are replaced by their limit at the end; dropping them here forms no inf - inf
     w = xp.where(at_inf, neg_inf, w)
     if w.shape[-1] == 0:
-        m = xp.zeros((*w.shape[:-1], 1), dtype=v.dtype, device=v.device)
+        m = xp.zeros((*w.shape[:-1], 1), dtype=v.dtype, device=device_of(v))
     else:
         m = xp.max(w, axis=-1, keepdims=True)
     m = xp.maximum(m, xp.zeros_like(m))  # the threshold's e^0 is a term: m >= 0, finite
@@ -168,7 +171,7 @@ def _prepare(logits: Any, targets: Any, axis: int, reduction: str) -> tuple[Any,
     axis = check_axis(axis, z.ndim)
     y = xp.astype(y, dtype)
     bad = (y != 0) & (y != 1)  # NaN targets are bad too
-    if bool(xp.any(bad)):
+    if flagged(xp, bad):
         msg = f"targets must be multi-hot (0 or 1), got {first_offender(xp, y, bad)}"
         raise ValueError(msg)
     out_dtype = z.dtype
@@ -194,7 +197,7 @@ def _finish(xp: Any, z: Any, nan_row: Any, pos: Any, kept_neg: Any, kept_pos: An
     # NaN policy: a row with a NaN logit has a NaN loss and a NaN gradient on every class
     losses = xp.where(nan_row[..., 0], xp.full_like(losses, xp.nan), losses)
     grad = xp.where(nan_row, xp.full_like(grad, xp.nan), grad)
-    denominator = xp.asarray(float(math.prod(losses.shape)), dtype=z.dtype, device=z.device)
+    denominator = xp.asarray(float(math.prod(losses.shape)), dtype=z.dtype, device=device_of(z))
     value = reduce(losses, denominator, reduction, "nan", xp=xp)
     res = _Residuals(
         xp=xp, value_shape=tuple(value.shape), compute_dtype=z.dtype, axis=axis,
@@ -226,7 +229,7 @@ def _limit_softmax(z: Any, *, xp: Any) -> Any:
     """
     at_inf = z == xp.inf
     k = xp.sum(xp.astype(at_inf, z.dtype), axis=-1, keepdims=True)
-    neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=z.device)
+    neg_inf = xp.asarray(-xp.inf, dtype=z.dtype, device=device_of(z))
     # +inf entries are replaced by their limit below; dropping them here forms no inf - inf
     rows = shift_rows(xp.where(at_inf, neg_inf, z), None, xp=xp)
     e, s = rows.e, rows.s
@@ -316,7 +319,7 @@ class MultilabelCategoricalCrossEntropy(Function):
                 reduction: str = "none") -> tuple[Any, _Residuals]:
         xp, z, y, axis, out_dtype = _prepare(logits, targets, axis, reduction)
         nan_row, z = _split_nan_rows(xp, z)
-        everything = xp.ones(z.shape, dtype=xp.bool, device=z.device)
+        everything = xp.ones(z.shape, dtype=xp.bool, device=device_of(z))
         return _finish(xp, z, nan_row, y == 1, everything, everything, axis, out_dtype, reduction)
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
@@ -400,7 +403,7 @@ class MultilabelASSoftmaxLoss(Function):
         nan_row, z = _split_nan_rows(xp, z)
         pos = y == 1
         if z.shape[-1] == 0:  # no class: no term, and nothing to take a min/max over
-            kept_neg = kept_pos = xp.zeros(z.shape, dtype=xp.bool, device=z.device)
+            kept_neg = kept_pos = xp.zeros(z.shape, dtype=xp.bool, device=device_of(z))
         else:
             p = _limit_softmax(z, xp=xp)  # finite at +-inf: a meaningful mask there too
             inf = xp.full_like(p, xp.inf)
@@ -413,7 +416,7 @@ class MultilabelASSoftmaxLoss(Function):
         zero = res.losses == 0  # False for NaN: a NaN example is never counted as zero-loss
         res.stats = ZeroLossStats(
             num_examples=math.prod(res.losses.shape),
-            num_zero_loss=int(xp.sum(xp.astype(zero, xp.int32))),
+            num_zero_loss=count(xp, zero),
         )
         res.kept_neg = kept_neg & ~pos
         res.kept_pos = kept_pos & pos

@@ -6,6 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
+from refsoftmax._concrete import may_hold
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
 from refsoftmax._sampled_logits import (
@@ -192,9 +195,9 @@ class SampledSoftmaxLoss(Function):
         # the label puts 1/T on each true column and 0 on every sampled one
         losses = xp.sum(rows.neg_log_probs()[:, :num_true], axis=1) / call.num_true
         # with one true column, its gradient p_t - 1 is taken as -(1 - p_t) (accurate as p_t -> 1)
-        first = xp.zeros((o_true.shape[0],), dtype=xp.int64, device=s.device)
+        first = xp.zeros((o_true.shape[0],), dtype=xp.int64, device=device_of(s))
         complement = rows.complement_at(first) if num_true == 1 else None
-        denominator = xp.asarray(float(call.inputs.shape[0]), dtype=dtype, device=s.device)
+        denominator = xp.asarray(float(call.inputs.shape[0]), dtype=dtype, device=device_of(s))
         value = reduce(losses, denominator, reduction, "nan", xp=xp)
         res = _Residuals(
             xp=xp, value_shape=tuple(value.shape), compute_dtype=dtype, call=call,
@@ -206,7 +209,7 @@ class SampledSoftmaxLoss(Function):
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
         g = prepare_cotangent(r, cotangent, r.s)
-        denominator = xp.asarray(float(r.s.shape[0]), dtype=r.compute_dtype, device=r.s.device)
+        denominator = xp.asarray(float(r.s.shape[0]), dtype=r.compute_dtype, device=device_of(r.s))
         g_loss, _ = reduce_backward(g, r.losses, denominator, r.reduction, xp=xp)
         # ∂ℓ/∂o = g (p − q) with p = e / s: g/s scales e, and −g/T lands on the true columns.
         # A row with s = 0 (no finite column; its loss is +inf) gets gradient 0.
@@ -219,7 +222,7 @@ class SampledSoftmaxLoss(Function):
             g_true = -g_row * xp.expand_dims(r.complement, axis=1)
         g_sampled = r.e_sampled * coef
         silent = (g_row == 0) & xp.isnan(r.s)  # 0 · NaN: a NaN row whose cotangent is 0
-        if bool(xp.any(silent)):  # gives exactly 0, so it cannot pollute the weight gradients
+        if may_hold(xp, silent):  # gives exactly 0, so it cannot pollute the weight gradients
             g_true = xp.where(silent, xp.zeros_like(g_true), g_true)
             g_sampled = xp.where(silent, xp.zeros_like(g_sampled), g_sampled)
         return logits_backward(r.call, g_true, g_sampled)

@@ -108,7 +108,7 @@ class LogSumExp(Function):
     name = "logsumexp"
     differentiable = ("x",)
 
-    def __call__(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
+    def _value(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> Any:
         return self._forward(x, axis, keepdims, keep=False)[0]
 
     def forward(self, x: Any, *, axis: int = -1, keepdims: bool = False) -> tuple[Any, Any]:
@@ -171,7 +171,7 @@ class LogSoftmax(Function):
     name = "log_softmax"
     differentiable = ("x",)
 
-    def __call__(self, x: Any, *, axis: int = -1) -> Any:
+    def _value(self, x: Any, *, axis: int = -1) -> Any:
         return self._forward(x, axis, keep=False)[0]
 
     def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:
@@ -229,7 +229,7 @@ class Softmax(Function):
     name = "softmax"
     differentiable = ("x",)
 
-    def __call__(self, x: Any, *, axis: int = -1) -> Any:
+    def _value(self, x: Any, *, axis: int = -1) -> Any:
         return self._forward(x, axis, keep=False)[0]
 
     def forward(self, x: Any, *, axis: int = -1) -> tuple[Any, Any]:

@@ -6,7 +6,10 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+from array_api_compat import device as device_of
+
 from refsoftmax._arrays import resolve
+from refsoftmax._concrete import flagged
 from refsoftmax._cross_entropy import (
     check_common_options,
     onehot,
@@ -227,7 +230,7 @@ class SoftmaxCrossEntropy(Function):
             z, slope = soft_cap(z, cap, xp=xp)
         y = xp.moveaxis(xp.astype(y, dtype), axis, -1)
         negative = y < 0
-        if bool(xp.any(negative)):
+        if flagged(xp, negative):
             msg = f"labels must be >= 0, got {first_offender(xp, y, negative)}"
             raise ValueError(msg)
         w = None
@@ -259,7 +262,7 @@ class SoftmaxCrossEntropy(Function):
             if mean_denominator == "weights":
                 denominator = xp.sum(y if w is None else w * y)
             else:
-                denominator = xp.asarray(math.prod(losses.shape), dtype=dtype, device=z.device)
+                denominator = xp.asarray(math.prod(losses.shape), dtype=dtype, device=device_of(z))
         value = reduce(losses, denominator, reduction, empty_mean, xp=xp)
 
         grad_mask = ~rows.empty if allowed is None else (~rows.empty) & allowed

@@ -2,10 +2,15 @@ r"""Softmax cross-entropy with integer class labels (sparse labels)."""
 
 from __future__ import annotations
 
+import sys
+from dataclasses import dataclass
 from typing import Any
+
+from array_api_compat import device as device_of
 
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce
+from refsoftmax._sharded_sparse import sparse_softmax_cross_entropy as _sharded_sparse
 from refsoftmax._sparse_call import SparseCall, SparseOptions, prepare_sparse
 from refsoftmax._sparse_ce import SparseCEResiduals, sparse_ce_backward, sparse_ce_forward
 
@@ -139,8 +144,10 @@ class SparseSoftmaxCrossEntropy(Function):
     name = "sparse_softmax_cross_entropy"
     differentiable = ("logits",)
 
-    def __call__(self, logits: Any, labels: Any, **options: Any) -> Any:
+    def _value(self, logits: Any, labels: Any, **options: Any) -> Any:
         """The loss alone: ``forward`` without saving residuals (no ``[..., C]`` array kept)."""
+        if _has_dtensor(logits, labels, options):
+            return self.forward(logits, labels, **options)[0]
         return sparse_ce_forward(_bind(logits, labels, **options), keep=False)[0]
 
     def forward(
@@ -161,6 +168,13 @@ class SparseSoftmaxCrossEntropy(Function):
         z_loss: float = 0.0,
         logit_softcap: float | None = None,
     ) -> tuple[Any, SparseCEResiduals]:
+        if _has_dtensor(logits, labels, {"where": where, "class_weights": class_weights}):
+            return _dtensor_forward(logits, labels, dict(
+                axis=axis, where=where, ignore_index=ignore_index, class_weights=class_weights,
+                label_smoothing=label_smoothing, reduction=reduction,
+                label_smoothing_mode=label_smoothing_mode, class_weighting=class_weighting,
+                mean_denominator=mean_denominator, empty_mean=empty_mean, z_loss=z_loss,
+                logit_softcap=logit_softcap))
         options = SparseOptions(
             axis=axis, where=where, ignore_index=ignore_index, class_weights=class_weights,
             label_smoothing=label_smoothing, reduction=reduction,
@@ -171,6 +185,11 @@ class SparseSoftmaxCrossEntropy(Function):
         return sparse_ce_forward(prepare_sparse(logits, labels, options))
 
     def backward(self, residuals: SparseCEResiduals, cotangent: Any) -> dict[str, Any]:
+        if isinstance(residuals, _ShardedResiduals):  # a Shard(-1) DTensor: a DTensor gradient
+            from refsoftmax.backends import torch as torch_backend
+
+            g = _sharded_sparse.backward(residuals.inner, torch_backend.full_tensor(cotangent))
+            return {"logits": torch_backend.from_class_shards(g["local_logits"], residuals.layout)}
         return {"logits": sparse_ce_backward(residuals, cotangent)}
 
     def value_and_grad(
@@ -189,6 +208,8 @@ class SparseSoftmaxCrossEntropy(Function):
         where they apply: :func:`refsoftmax._sparse_ce.sparse_ce_forward`).  The fused NumPy
         kernel allocates no ``[..., C]`` array but the gradient.
         """
+        if _has_dtensor(*args, kwargs):
+            return super().value_and_grad(*args, cotangent=cotangent, **kwargs)
         c = _bind(*args, **kwargs)
         fused = _try_fused(c, cotangent)
         if fused is not None:
@@ -197,6 +218,54 @@ class SparseSoftmaxCrossEntropy(Function):
         if cotangent is None:
             cotangent = residuals.xp.ones_like(value)
         return value, self.backward(residuals, cotangent)
+
+
+@dataclass(kw_only=True)
+class _ShardedResiduals(Residuals):
+    """The residuals of a call on a ``Shard(-1)`` DTensor: the sharded loss's, and the layout."""
+
+    inner: Any
+    layout: Any
+
+
+#: Options the DTensor route does not pass to the class-sharded loss (a full ``where`` is not
+#: this rank's block; the classes are the last axis there).
+_DENSE_ONLY = ("axis", "where")
+
+
+def _has_dtensor(*values: Any) -> bool:
+    """True if any argument (or option value) is a ``torch.distributed.tensor.DTensor``."""
+    tensor_module = sys.modules.get("torch.distributed.tensor")
+    if tensor_module is None:
+        return False
+    flat = [v for x in values for v in (x.values() if isinstance(x, dict) else (x,))]
+    return any(isinstance(v, tensor_module.DTensor) for v in flat)
+
+
+def _dtensor_forward(logits: Any, labels: Any, options: dict[str, Any]) -> tuple[Any, Any]:
+    r"""The loss of DTensor arguments.
+
+    Logits sharded along the classes (``Shard(-1)`` on a 1-D mesh) run the class-sharded loss
+    (:data:`refsoftmax.distributed.sparse_softmax_cross_entropy`) on the local blocks, with the
+    mesh's process group: the value is an ordinary tensor, the same on every rank, and the
+    gradient a DTensor of the logits' layout.  Any other layout, a ``where`` mask or an ``axis``
+    other than the last gathers the DTensors (``full_tensor``) and runs the ordinary loss.
+    """
+    from refsoftmax.backends import torch as torch_backend
+
+    labels = torch_backend.full_tensor(labels)
+    options = {k: torch_backend.full_tensor(v) for k, v in options.items()}
+    shards = torch_backend.class_shards(logits)
+    dense_only = options["where"] is not None or options["axis"] not in (-1, logits.ndim - 1)
+    if shards is None or dense_only:
+        full = torch_backend.full_tensor(logits)
+        return sparse_ce_forward(prepare_sparse(full, labels, SparseOptions(**options)))
+    local, group, layout = shards
+    sharded_options = {k: v for k, v in options.items() if k not in _DENSE_ONLY}
+    value, inner = _sharded_sparse.forward(local, labels, group=group, **sharded_options)
+    residuals = _ShardedResiduals(xp=inner.xp, value_shape=inner.value_shape,
+                                  compute_dtype=inner.compute_dtype, inner=inner, layout=layout)
+    return value, residuals
 
 
 def _bind(logits: Any, labels: Any, **options: Any) -> SparseCall:
@@ -217,7 +286,7 @@ def _try_fused(c: SparseCall, cotangent: Any) -> tuple[Any, dict[str, Any]] | No
     reduction = c.options.reduction
     value_shape = tuple(c.target.shape) if reduction == "none" else ()
     if cotangent is None:
-        g = xp.ones(value_shape, dtype=c.z.dtype, device=c.z.device)
+        g = xp.ones(value_shape, dtype=c.z.dtype, device=device_of(c.z))
     else:
         g = prepare_cotangent(
             Residuals(xp=xp, value_shape=value_shape, compute_dtype=c.z.dtype), cotangent, c.z

@@ -80,3 +80,24 @@ def strict_device1() -> Backend:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(12345)
+
+
+#: The random cases per target of the shared peer certifications: the checked-in reports'
+#: regression test (tests/test_conformance_reports.py) and each library's own outcome tests
+#: read the same certification, so each library is certified once per test session.
+CERTIFY_MAX_EXAMPLES = 3
+
+
+@pytest.fixture(scope="session")
+def certified() -> Any:
+    """``certified(library)``: the library's certification (seed 0), computed once per session."""
+    from refsoftmax import conformance
+
+    cache: dict[str, Any] = {}
+
+    def get(library: str) -> Any:
+        if library not in cache:
+            cache[library] = conformance.certify_library(library, max_examples=CERTIFY_MAX_EXAMPLES)
+        return cache[library]
+
+    return get

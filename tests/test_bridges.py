@@ -79,7 +79,7 @@ def test_torch_training_follows_the_autograd_trajectory(torch, rng):
 
 def test_torch_bad_arguments(torch):
     ce = torch_autograd(rs.sparse_softmax_cross_entropy)
-    with pytest.raises(TypeError, match="takes 2 positional arrays"):
+    with pytest.raises(TypeError, match="missing a required argument: 'labels'"):
         ce(torch.zeros(2, 3))
     with pytest.raises(TypeError, match="refsoftmax Function"):
         torch_autograd(len)

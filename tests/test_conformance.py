@@ -145,9 +145,9 @@ def test_report_json_schema(tmp_path):
     assert "## Failures" in md and "```python" in md
 
 
-def test_torch_certification(tmp_path):
+def test_torch_certification(tmp_path, certified):
     pytest.importorskip("torch")
-    report = conformance.certify_library("torch", max_examples=2)
+    report = certified("torch")
     by_case = {(r.function, r.case): r.status for r in report.results}
     cls = "torch.nn.functional.cross_entropy (class indices)"
     prob = "torch.nn.functional.cross_entropy (probabilities)"

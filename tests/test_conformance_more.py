@@ -86,10 +86,10 @@ ENTMAX_CLEAN = ["basic", "one-class", "one-example", "wide-row", "dense-support"
 
 
 @pytest.fixture(scope="module")
-def entmax_report():
+def entmax_report(certified):
     pytest.importorskip("torch")
     pytest.importorskip("entmax")
-    return conformance.certify_library("entmax", max_examples=2)
+    return certified("entmax")
 
 
 def test_entmax_targets(entmax_report):
@@ -144,12 +144,12 @@ PADDLE_SWCE = "paddle.nn.functional.softmax_with_cross_entropy (integer labels)"
 
 
 @pytest.fixture(scope="module")
-def paddle_report():
+def paddle_report(certified):
     # find_spec, not importorskip: importing paddle into a process that already imported
     # TensorFlow crashes it; certify_library runs paddle in a process of its own
     if importlib.util.find_spec("paddle") is None:
         pytest.skip("paddle is not installed")
-    return conformance.certify_library("paddle", max_examples=2)
+    return certified("paddle")
 
 
 def test_paddle_targets(paddle_report):
@@ -196,9 +196,9 @@ TINYGRAD = "tinygrad.Tensor.sparse_categorical_crossentropy"
 
 
 @pytest.fixture(scope="module")
-def tinygrad_report():
+def tinygrad_report(certified):
     pytest.importorskip("tinygrad")
-    return conformance.certify_library("tinygrad", max_examples=2)
+    return certified("tinygrad")
 
 
 def test_tinygrad_outcomes(tinygrad_report):

@@ -12,7 +12,6 @@ import math
 
 import pytest
 
-from refsoftmax import conformance
 from refsoftmax.conformance.engine import CaseResult
 from refsoftmax.conformance.report import Report
 
@@ -51,9 +50,9 @@ INT = "optax.losses.softmax_cross_entropy_with_integer_labels"
 
 
 @pytest.fixture(scope="module")
-def optax_report() -> Report:
+def optax_report(certified) -> Report:
     pytest.importorskip("optax")
-    return conformance.certify_library("optax", max_examples=3)
+    return certified("optax")
 
 
 def test_optax_targets(optax_report):
@@ -98,9 +97,9 @@ def test_optax_outcomes(optax_report):
 
 
 @pytest.fixture(scope="module")
-def keras_report() -> Report:
+def keras_report(certified) -> Report:
     pytest.importorskip("keras")
-    return conformance.certify_library("keras", max_examples=2)
+    return certified("keras")
 
 
 def test_keras_runs_every_installed_backend(keras_report):

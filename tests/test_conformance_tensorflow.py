@@ -39,14 +39,14 @@ def tf() -> Any:
 
 
 @pytest.fixture(scope="module")
-def tf_report(tf: Any) -> conformance.Report:
-    return conformance.certify_library("tensorflow", max_examples=3)
+def tf_report(tf: Any, certified) -> conformance.Report:
+    return certified("tensorflow")
 
 
 @pytest.fixture(scope="module")
-def krs_report(tf: Any) -> conformance.Report:
+def krs_report(tf: Any, certified) -> conformance.Report:
     pytest.importorskip("keras_rs")
-    return conformance.certify_library("keras_rs", max_examples=3)
+    return certified("keras_rs")
 
 
 def result(report: conformance.Report, function: str, case: str) -> CaseResult:

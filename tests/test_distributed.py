@@ -34,7 +34,7 @@ def records(tmp_path_factory):
 
 @pytest.mark.parametrize("case", sorted(worker.cases()))
 def test_sharded_equals_dense(records, case):
-    mine = [r for r in records if r["case"] == case]
+    mine = [r for r in records if r["case"] == case and r.get("family", "sparse") == "sparse"]
     assert len(mine) == sum(len(v) for v in worker.SPLITS.values())  # every world size and split ran
     for r in mine:
         assert not r["error"], (r["world"], r["split"], r["error"])
@@ -61,5 +61,30 @@ def test_the_autograd_bridge_backpropagates_through_the_sharded_loss(records):
 
 def test_records_show_real_comparisons(records):
     """The comparisons are not vacuous: the confident row's loss is tiny, the NaN row NaN."""
-    assert len(records) == len(worker.cases()) * sum(len(v) for v in worker.SPLITS.values())
-    assert max(r["value_rel"] for r in records if not r["error"]) < 1e-12
+    sparse = [r for r in records if r.get("family", "sparse") == "sparse"]
+    assert len(sparse) == len(worker.cases()) * sum(len(v) for v in worker.SPLITS.values())
+    assert max(r["value_rel"] for r in sparse if not r["error"]) < 1e-12
+
+
+@pytest.mark.parametrize("case", sorted(worker.more_cases()))
+def test_other_sharded_functions_equal_dense(records, case):
+    """Soft-label CE, logsumexp/log_softmax/softmax and the linear loss: every world size and split."""
+    mine = [r for r in records if r["case"] == case and r.get("family") == "more"]
+    assert len(mine) == sum(len(v) for v in worker.SPLITS.values())
+    for r in mine:
+        assert not r["error"], (r["world"], r["split"], r["error"])
+        assert r["same_on_every_rank"], r
+        assert r["value_rel"] <= 1e-12, r
+        assert r["grad_rel"] <= 1e-12, r
+    if case.startswith("linear"):  # every gradient was compared, the inputs' the same on every rank
+        assert {"local_weights", "inputs", "inputs:same"} <= set(mine[0]["grads"])
+
+
+def test_ordinary_sparse_ce_on_a_class_sharded_dtensor(records):
+    mine = [r for r in records if r.get("family") == "dtensor"]
+    assert {r["world"] for r in mine} == {2, WORLD}
+    for r in mine:
+        assert not r["error"], r["error"]
+        assert r["value_type"] == "Tensor" and r["grad_type"] == "DTensor", r
+        assert r["local_block"][1] < 11, r  # the loss really ran on a block
+        assert max(r["value_rel"], r["grad_rel"], r["backward_rel"]) <= 1e-12, r

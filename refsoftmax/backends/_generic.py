@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import array_api_compat
 import numpy as np
 
 
@@ -17,7 +18,7 @@ def scatter_add_onehot(x: Any, indices: Any, values: Any, *, xp: Any) -> Any:
     """
     rows = x.shape[0]
     onehot = xp.astype(
-        xp.reshape(indices, (-1, 1)) == xp.reshape(xp.arange(rows, device=x.device), (1, -1)),
+        xp.reshape(indices, (-1, 1)) == xp.reshape(xp.arange(rows, device=array_api_compat.device(x)), (1, -1)),
         x.dtype,
     )
     flat = xp.reshape(values, (indices.shape[0], -1))

@@ -63,7 +63,7 @@ def fill_where_(x: Any, mask: Any, value: float) -> Any:
     if _writable_torch(x):
         return x.masked_fill_(mask, value)
     xp = array_api_compat.array_namespace(x)
-    return xp.where(mask, xp.asarray(value, dtype=x.dtype, device=x.device), x)
+    return xp.where(mask, xp.asarray(value, dtype=x.dtype, device=array_api_compat.device(x)), x)
 
 
 def scatter_add_(x: Any, indices: Any, values: Any) -> Any:

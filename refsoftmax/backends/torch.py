@@ -77,11 +77,11 @@ def scatter_add(x: Any, indices: Any, values: Any) -> Any:
 def all_reduce(x: Any, op: str = "sum", group: Any = None) -> Any:
     """``x`` reduced over the ``torch.distributed`` process ``group`` (a new tensor; ``x`` is kept).
 
-    ``op``: ``"sum"`` or ``"max"``.  Every rank of the group must call it with the same shape.
+    ``op``: ``"sum"``, ``"max"`` or ``"min"``.  Every rank of the group must call it with the same shape.
     """
     import torch.distributed as dist
 
-    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX}
+    ops = {"sum": dist.ReduceOp.SUM, "max": dist.ReduceOp.MAX, "min": dist.ReduceOp.MIN}
     if op not in ops:
         msg = f"op must be one of {sorted(ops)}, got {op!r}"
         raise ValueError(msg)
@@ -132,3 +132,51 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
     from refsoftmax.backends import torch_kernels
 
     return torch_kernels.fused_sparse_softmax_cross_entropy(z, target, kappa, g)
+
+
+def class_shards(x: Any) -> tuple[Any, Any, Any] | None:
+    """``(local tensor, process group, layout)`` of a DTensor sharded along its last axis.
+
+    For a ``torch.distributed.tensor.DTensor`` on a 1-D device mesh with placement
+    ``Shard(-1)`` (contiguous blocks in rank order, as ``torch.chunk`` splits them);
+    ``None`` for anything else.  ``layout`` is what :func:`from_class_shards` needs to
+    wrap a block of the same layout back into a DTensor.
+    """
+    import sys
+
+    tensor_module = sys.modules.get("torch.distributed.tensor")
+    if tensor_module is None or not isinstance(x, tensor_module.DTensor):
+        return None
+    mesh, placements = x.device_mesh, tuple(x.placements)
+    if mesh.ndim != 1 or len(placements) != 1 or not placements[0].is_shard():
+        return None
+    if placements[0].dim % x.ndim != x.ndim - 1:
+        return None
+    return x.to_local(), mesh.get_group(), (mesh, placements, tuple(x.shape))
+
+
+def from_class_shards(local: Any, layout: Any) -> Any:
+    """This rank's block ``local`` as a DTensor of ``layout`` (from :func:`class_shards`)."""
+    from torch.distributed.tensor import DTensor
+
+    mesh, placements, shape = layout
+    return DTensor.from_local(local, mesh, placements, run_check=False, shape=shape,
+                              stride=_contiguous_strides(shape))
+
+
+def _contiguous_strides(shape: tuple[int, ...]) -> tuple[int, ...]:
+    strides, step = [], 1
+    for n in reversed(shape):
+        strides.append(step)
+        step *= max(n, 1)
+    return tuple(reversed(strides))
+
+
+def full_tensor(x: Any) -> Any:
+    """A DTensor gathered into an ordinary tensor (every rank gets all of it); others unchanged."""
+    import sys
+
+    tensor_module = sys.modules.get("torch.distributed.tensor")
+    if tensor_module is not None and isinstance(x, tensor_module.DTensor):
+        return x.full_tensor()
+    return x
