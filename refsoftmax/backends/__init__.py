@@ -17,6 +17,14 @@ against that.  The few things the standard does not define live here:
 Every backend module exposes the same names (see :class:`BackendModule`), so
 ``refsoftmax.backends.load("torch").scatter_add`` and
 ``refsoftmax.backends.load("numpy").scatter_add`` are interchangeable.
+
+A backend may also provide ``loss_namespace(xp)``: the namespace loss code
+computes with, when ``xp`` lacks a standard function it needs (Dask:
+``take_along_axis``).
+
+:data:`NAMES` are the backends the test suite runs every test on;
+:data:`EXTRA_NAMES` (Dask) are served (``load``, ``for_namespace``) but tested
+by their own test module, not by every test.
 """
 
 from __future__ import annotations
@@ -25,10 +33,13 @@ import importlib
 from types import ModuleType
 from typing import Any, Protocol
 
-__all__ = ["NAMES", "BackendModule", "available", "for_namespace", "load"]
+__all__ = ["EXTRA_NAMES", "NAMES", "BackendModule", "available", "for_namespace", "load"]
 
 #: Every backend refsoftmax knows, in the order ``available()`` lists them.
 NAMES: tuple[str, ...] = ("numpy", "array_api_strict", "torch", "cupy", "jax")
+#: Backends served like those of ``NAMES`` but left out of the suite-wide
+#: ``backend`` test fixture (too slow for every test; ``tests/test_dask.py``).
+EXTRA_NAMES: tuple[str, ...] = ("dask",)
 
 
 class BackendModule(Protocol):
@@ -53,8 +64,8 @@ def load(name: str) -> BackendModule:
     Raises ``ValueError`` for a name refsoftmax does not know and
     ``ImportError`` when the array library behind it is not installed.
     """
-    if name not in NAMES:
-        msg = f"backend={name!r} is not a refsoftmax backend; choose one of {NAMES}"
+    if name not in NAMES + EXTRA_NAMES:
+        msg = f"backend={name!r} is not a refsoftmax backend; choose one of {NAMES + EXTRA_NAMES}"
         raise ValueError(msg)
     module: Any = importlib.import_module(f"refsoftmax.backends.{name}")
     if not module.is_available():
@@ -64,7 +75,7 @@ def load(name: str) -> BackendModule:
 
 
 def available() -> list[str]:
-    """Names of the backends whose array library is installed."""
+    """Names of the backends of :data:`NAMES` whose array library is installed."""
     names = []
     for name in NAMES:
         module: Any = importlib.import_module(f"refsoftmax.backends.{name}")
@@ -75,7 +86,7 @@ def available() -> list[str]:
 
 def for_namespace(xp: ModuleType) -> BackendModule:
     """Return the backend module that serves the array namespace ``xp``."""
-    for name in NAMES:
+    for name in NAMES + EXTRA_NAMES:
         module: Any = importlib.import_module(f"refsoftmax.backends.{name}")
         if module.is_available() and module.owns(xp):
             return module
