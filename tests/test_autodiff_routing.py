@@ -152,3 +152,15 @@ def test_jax_jit_mixed_traced_and_concrete_arrays(jax):
     np.testing.assert_allclose(np.asarray(f(z)),
                                np.asarray(rs.sparse_softmax_cross_entropy(z, t, class_weights=w)),
                                rtol=1e-14)
+
+
+def test_jax_jit_skips_value_checks_but_keeps_shape_checks(jax):
+    """docs/nan_policy.md: under jit a value check cannot run (the values do not exist yet)."""
+    jnp = jax.numpy
+    z = jnp.zeros((2, 3))
+    bad = jnp.asarray([0, 7])  # 7 is out of range for 3 classes
+    with pytest.raises(ValueError, match="labels must be in \\[0, 3\\)"):
+        rs.sparse_softmax_cross_entropy(z, bad)  # eager: refused
+    jax.jit(rs.sparse_softmax_cross_entropy)(z, bad)  # traced: the check is skipped
+    with pytest.raises(ValueError, match="labels must have shape"):
+        jax.jit(rs.sparse_softmax_cross_entropy)(z, jnp.asarray([0, 1, 2]))  # shapes: still checked

@@ -108,12 +108,12 @@ def test_a_huge_cap_is_no_cap(rng):
 
 
 def test_soft_cap_slope_is_accurate_where_one_minus_tanh_squared_cancels():
-    mpmath.mp.dps = 50
     z = np.array([0.0, 1e-8, 0.5, 3.0, 20.0, 60.0, -60.0, 300.0, 700.0])
     capped, slope = soft_cap(z, 2.0, xp=np)
     for zi, ci, si in zip(z, capped, slope, strict=True):
-        u = mpmath.mpf(float(zi)) / 2
-        exact_c, exact_s = 2 * mpmath.tanh(u), mpmath.sech(u) ** 2
+        with mpmath.workdps(50):  # local: mpmath's precision is a global other tests rely on
+            u = mpmath.mpf(float(zi)) / 2
+            exact_c, exact_s = 2 * mpmath.tanh(u), mpmath.sech(u) ** 2
         assert abs(ci - float(exact_c)) <= 2 * np.spacing(abs(float(exact_c)) or 1e-300)
         assert abs(si - float(exact_s)) <= 4 * np.spacing(float(exact_s)), (zi, si, float(exact_s))
     naive = 1 - np.tanh(z / 2) ** 2

@@ -57,9 +57,9 @@ def untracked(x: Any) -> Any:
     """``x`` detached from torch's autograd: refsoftmax records no graph (its gradients are by hand).
 
     Shares ``x``'s memory (no copy).  :func:`refsoftmax._arrays.resolve` applies it to every
-    torch argument, so a loss of tensors that require grad returns tensors that do not; use
-    ``value_and_grad`` / ``backward`` for gradients, or wrap the pair in a
-    ``torch.autograd.Function`` (see the docs' home page).
+    torch argument of ``forward``/``value_and_grad``; a plain call of a loss on tensors that
+    require grad goes through :func:`refsoftmax.bridges.route` first, so its value does carry
+    a graph (whose backward is the hand-derived one).
     """
     return x.detach()
 

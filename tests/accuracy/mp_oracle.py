@@ -24,7 +24,8 @@ import numpy as np
 mp = mpmath.mp
 # 400 working digits: a result such as 1 − p_t = e^{−700} (≈ 1e-304) is formed by a
 # cancellation of ~304 digits, and must still come out with ≥ 50 correct ones.
-mp.dps = 400
+DIGITS = 400
+mp.dps = DIGITS
 
 
 def _row(values: Sequence[float]) -> list[mpmath.mpf]:

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import mpmath
 import numpy as np
 
 import refsoftmax as rs
@@ -50,7 +51,10 @@ def oracle(name: str, *args: Any, **kwargs: Any) -> Any:
     backend, so every backend measuring the same dtype shares one oracle evaluation."""
     key = (name, _freeze(args), _freeze(sorted(kwargs.items())))
     if key not in _MEMO:
-        _MEMO[key] = getattr(mo, name)(*args, **kwargs)
+        # the working precision is set here, not only at import: another test module lowering
+        # mpmath.mp.dps (a global) must not turn the oracle into a 50-digit one
+        with mpmath.workdps(mo.DIGITS):
+            _MEMO[key] = getattr(mo, name)(*args, **kwargs)
     return _MEMO[key]
 
 
