@@ -143,11 +143,13 @@ def take_along_axis(x: Any, indices: Any, /, *, axis: int = -1) -> Any:
     Each class block of ``x`` gathers the indices that fall inside it (one
     task per block; no block is concatenated with another) and the shares are
     summed over the blocks, which selects exactly.  Negative indices count
-    from the end, as in NumPy; an index outside ``[-C, C)`` gives ``0`` (the
-    loss code validates labels before it gathers).
+    from the end, as in NumPy; an index outside ``[-C, C)`` gives ``-0.0`` (``0``
+    for integer ``x``) instead of an error (the loss code validates labels
+    before it gathers).
     """
     import dask.array as da
 
+    x, indices = da.asarray(x), da.asarray(indices)
     if x.ndim != indices.ndim:
         msg = f"x and indices must have the same number of dimensions, got {x.ndim} and {indices.ndim}"
         raise ValueError(msg)
