@@ -17,6 +17,14 @@ select and returns the finite, correct loss.  ``REFSOFTMAX_JAX_JIT=0`` in
 the environment certifies eager execution instead (several times slower):
 the value by calling the loss, the gradient by ``jax.vjp``, both eagerly.
 
+**Compile time.**  A certification compiles one small program per case; LLVM's optimisation
+of the generated CPU code was most of that time.  So, unless ``REFSOFTMAX_XLA_FAST_COMPILE=0``,
+the adapters ask XLA for ``--xla_backend_optimization_level=0`` (:func:`fast_compile_flags`)
+when JAX is not initialised yet (and always in the Keras subprocesses).  This is the *code
+generator's* level: XLA's own graph rewrites (the select above), and so the numbers, are
+those of a normal ``jit`` — fast-math is off either way.  Measured: ``certify optax`` 58.6 s
+→ 37.3 s with every one of its 666 outcomes unchanged.
+
 Compilation can be reused across runs with JAX's own persistent cache, e.g.
 ``JAX_COMPILATION_CACHE_DIR=~/.cache/jax JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS=0``
 in the environment (the Keras subprocesses inherit it): a repeated
@@ -26,12 +34,26 @@ in the environment (the Keras subprocesses inherit it): a repeated
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Program", "jitted", "mode"]
+__all__ = ["Program", "fast_compile_flags", "jitted", "mode"]
+
+_FAST = "--xla_backend_optimization_level=0"
+
+
+def fast_compile_flags(flags: str) -> str:
+    """``XLA_FLAGS`` with the fast code-generation level added (unless opted out or already set)."""
+    if os.environ.get("REFSOFTMAX_XLA_FAST_COMPILE", "1") == "0" or "xla_backend_optimization_level" in flags:
+        return flags
+    return f"{flags} {_FAST}".strip()
+
+
+if "jax" not in sys.modules:  # the flags are read once, when JAX starts its CPU backend
+    os.environ["XLA_FLAGS"] = fast_compile_flags(os.environ.get("XLA_FLAGS", ""))
 
 
 def jitted() -> bool:

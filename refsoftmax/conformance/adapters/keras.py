@@ -365,9 +365,11 @@ def _run_shard(
 ) -> dict[str, Any]:
     """One Keras backend on one loss, in a subprocess: its report as a dict, or why it failed."""
     import refsoftmax
+    from refsoftmax.conformance.adapters._jax import fast_compile_flags
 
     env = dict(os.environ, KERAS_BACKEND=keras_backend)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    env["XLA_FLAGS"] = fast_compile_flags(env.get("XLA_FLAGS", ""))  # see adapters/_jax.py
     root = str(
         Path(refsoftmax.__file__).resolve().parents[1]
     )  # this refsoftmax, even if not installed
