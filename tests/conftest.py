@@ -19,6 +19,29 @@ settings.register_profile(
 settings.register_profile("dev", max_examples=40, deadline=None)
 settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 
+#: Hypothesis examples per property test on eager JAX.  Every new shape compiles every
+#: primitive there (0.1-1 s per example, ~50x NumPy), and the property is the same array-API
+#: code the NumPy run checks with the full count; the cross-backend equality of every loss is
+#: test_contract's.  So JAX runs a quarter of the examples.
+JAX_MAX_EXAMPLES = 15
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
+    """Fewer Hypothesis examples for the ``backend="jax"`` instance of a property test."""
+    fn = pyfuncitem.obj
+    callspec = getattr(pyfuncitem, "callspec", None)
+    chosen = getattr(fn, "_hypothesis_internal_use_settings", None)  # what @given/@settings set
+    if chosen is None or callspec is None or callspec.params.get("backend") != "jax":
+        yield
+        return
+    fn._hypothesis_internal_use_settings = settings(chosen, max_examples=min(chosen.max_examples,
+                                                                              JAX_MAX_EXAMPLES))
+    try:
+        yield
+    finally:
+        fn._hypothesis_internal_use_settings = chosen
+
 
 def pytest_report_header() -> str:
     have = backends.available()
