@@ -74,17 +74,19 @@ def onehot(index: Any, num_classes: int, *, xp: Any) -> Any:
 
 def smoothing_weights(
     allowed: Any | None, num_classes: int, label_smoothing: float, mode: str, *, xp: Any,
-    like: Any,
+    like: Any, count: Any | None = None,
 ) -> tuple[Any, Any]:
     r"""Per-row smoothing: ``(eps_row, spread)`` for ``q = (1 − ε) y + ε · spread`` style labels.
 
     ``spread`` is the allowed-class indicator divided by the number of classes
     the mass is spread over (K for ``"uniform"``, K − 1 for ``"others"``), with
     shape ``like.shape`` (the logits', classes last).  ``eps_row`` is ε, or 0
-    in rows where no smoothing is possible (K = 0; K ≤ 1 for ``"others"``).
+    in rows where no smoothing is possible (K = 0; K ≤ 1 for ``"others"``).  ``count``
+    replaces K (``[..., 1]``) where ``like`` is a block of the classes (the sharded losses:
+    K of the whole row, from an all-reduce).
     """
     a = xp.ones_like(like) if allowed is None else xp.astype(allowed, like.dtype)
-    k = xp.sum(a, axis=-1, keepdims=True)
+    k = xp.sum(a, axis=-1, keepdims=True) if count is None else count
     spread_over = k if mode == "uniform" else k - 1
     possible = spread_over > 0
     eps_row = xp.where(possible, xp.full_like(k, label_smoothing), xp.zeros_like(k))

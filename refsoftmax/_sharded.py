@@ -31,7 +31,7 @@ from array_api_compat import device as device_of
 from refsoftmax._concrete import may_hold
 from refsoftmax._shifted import Rows, shifted_exp
 
-__all__ = ["Layout", "first_at_max", "layout", "shard_rows", "sum_over_others"]
+__all__ = ["Layout", "allowed_count", "first_at_max", "layout", "shard_rows", "sum_over_others"]
 
 
 @dataclass(frozen=True)
@@ -169,3 +169,9 @@ def sum_over_others(t: Any, lay: Layout, *, xp: Any) -> Any:
     lower = sum((totals[k] for k in range(lay.rank)), start=zero)
     upper = sum((totals[k] for k in range(lay.rank + 1, lay.world)), start=zero)
     return (lower + before) + (after + upper)
+
+
+def allowed_count(z: Any, allowed: Any | None, lay: Layout, *, xp: Any) -> Any:
+    """K ``[..., 1]``: the number of allowed classes of the whole row (one all-reduce)."""
+    a = xp.ones_like(z) if allowed is None else xp.astype(allowed, z.dtype)
+    return lay.all_sum(xp.sum(a, axis=-1, keepdims=True))

@@ -38,12 +38,12 @@ from array_api_compat import device as device_of
 
 from refsoftmax._arrays import resolve
 from refsoftmax._concrete import flagged
-from refsoftmax._cross_entropy import check_common_options, safe_mul
+from refsoftmax._cross_entropy import check_common_options, safe_mul, smoothing_weights
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, log_partition, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._sharded import first_at_max, layout, shard_rows, sum_over_others
+from refsoftmax._sharded import allowed_count, first_at_max, layout, shard_rows, sum_over_others
 from refsoftmax._validation import check_class_weights, check_where, first_offender
 
 __all__ = ["ShardedSoftmaxCrossEntropy"]
@@ -150,12 +150,8 @@ class ShardedSoftmaxCrossEntropy(Function):
         rows, limit = shard_rows(z, allowed, lay, xp=xp)
         neg_log_p = rows.neg_log_probs()  # ≥ 0, +inf on masked classes and empty rows
         # label smoothing over the K allowed classes of the whole row
-        a = xp.ones_like(z) if allowed is None else xp.astype(allowed, dtype)
-        k = lay.all_sum(xp.sum(a, axis=-1, keepdims=True))
-        spread_over = k if label_smoothing_mode == "uniform" else k - 1
-        possible = spread_over > 0
-        eps_row = xp.where(possible, xp.full_like(k, eps), xp.zeros_like(k))
-        spread = a / xp.where(possible, spread_over, xp.ones_like(spread_over))
+        eps_row, spread = smoothing_weights(allowed, lay.size, eps, label_smoothing_mode, xp=xp, like=z,
+                                            count=allowed_count(z, allowed, lay, xp=xp))
         base = xp.ones_like(y) if label_smoothing_mode == "uniform" else sum_over_others(y, lay, xp=xp)
         q = safe_mul(1.0 - eps_row, y, xp=xp) + eps_row * spread * base
         coef = q if w is None else w * q

@@ -43,11 +43,11 @@ from typing import Any
 from array_api_compat import device as device_of
 
 from refsoftmax._arrays import resolve
-from refsoftmax._cross_entropy import safe_mul
+from refsoftmax._cross_entropy import safe_mul, smoothing_weights
 from refsoftmax._logit_transforms import check_logit_softcap, log_partition, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
-from refsoftmax._sharded import layout, shard_rows
+from refsoftmax._sharded import allowed_count, layout, shard_rows
 from refsoftmax._sparse_call import SparseOptions, prepare_sparse
 from refsoftmax._validation import check_where
 
@@ -175,12 +175,8 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         smooth = None
         local_terms = [neg_log_p_t]
         if o.label_smoothing > 0:
-            a = xp.ones_like(z) if allowed is None else xp.astype(allowed, dtype)
-            k = lay.all_sum(xp.sum(a, axis=-1, keepdims=True))  # K allowed classes in the row
-            spread_over = k if o.label_smoothing_mode == "uniform" else k - 1
-            possible = spread_over > 0
-            eps_row = xp.where(possible, xp.full_like(k, o.label_smoothing), xp.zeros_like(k))
-            spread = a / xp.where(possible, spread_over, xp.ones_like(spread_over))
+            eps_row, spread = smoothing_weights(allowed, lay.size, o.label_smoothing, o.label_smoothing_mode,
+                                                xp=xp, like=z, count=allowed_count(z, allowed, lay, xp=xp))
             if o.label_smoothing_mode == "others":
                 spread = xp.where(at_target, xp.zeros_like(spread), spread)
             per_class = c.w[lo:hi] if (c.w is not None and o.class_weighting == "per_class") else 1.0

@@ -26,6 +26,7 @@ from __future__ import annotations
 import inspect
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["jax_custom_vjp", "recording", "route", "torch_autograd"]
@@ -139,6 +140,42 @@ def _is_array_option(v: Any) -> bool:
             and not isinstance(v, (numbers.Number, np.generic)))
 
 
+@dataclass(frozen=True)
+class _Operands:
+    """A call's arrays as a flat tuple of JAX operands, and the way back.
+
+    The positional arrays and the array options (``class_weights``) travel as operands;
+    ``None`` (``biases=None``) and Python values stay fixed.
+    """
+
+    arrays: tuple[Any, ...]
+    present: tuple[int, ...]  # which positional arguments are operands
+    array_keys: tuple[str, ...]  # which options are
+    static: dict[str, Any]
+
+    @classmethod
+    def of(cls, arrays: tuple[Any, ...], options: dict[str, Any]) -> _Operands:
+        keys = tuple(k for k, v in options.items() if _is_array_option(v))
+        return cls(arrays, tuple(i for i, a in enumerate(arrays) if _is_array_option(a)), keys,
+                   {k: v for k, v in options.items() if k not in keys})
+
+    def operands(self, options: dict[str, Any]) -> list[Any]:
+        return [self.arrays[i] for i in self.present] + [options[k] for k in self.array_keys]
+
+    def rebuild(self, ops: tuple[Any, ...], convert: Callable[[Any], Any] = lambda a: a
+                ) -> tuple[list[Any], dict[str, Any]]:
+        """``(positional arguments, options)`` with the operands ``ops`` (through ``convert``) put back."""
+        positional: list[Any] = list(self.arrays)
+        for j, i in enumerate(self.present):
+            positional[i] = convert(ops[j])
+        n = len(self.present)
+        return positional, {**self.static, **{k: convert(v) for k, v in zip(self.array_keys, ops[n:], strict=True)}}
+
+    def name_of(self, j: int, names: tuple[str, ...]) -> str | None:
+        """The positional argument name of operand ``j`` (``None`` for an option)."""
+        return names[self.present[j]] if j < len(self.present) else None
+
+
 def _dense(g: Any) -> Any:
     return g.to_dense() if hasattr(g, "to_dense") else g
 
@@ -232,19 +269,12 @@ def jax_custom_vjp(loss: Any) -> Callable[..., Any]:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         arrays, options = _split(loss, names, args, kwargs)
-        # the array arguments travel as operands; None (biases=None) and Python values stay fixed
-        present = [i for i, a in enumerate(arrays) if _is_array_option(a)]
-        array_keys = [k for k, v in options.items() if _is_array_option(v)]
-        static = {k: v for k, v in options.items() if k not in array_keys}
-        operands = [arrays[i] for i in present] + [options[k] for k in array_keys]
-        n_pos = len(present)
+        plan = _Operands.of(arrays, options)
+        operands = plan.operands(options)
+        n_pos = len(plan.present)
 
         def rebuild(ops: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
-            args: list[Any] = list(arrays)
-            for j, i in enumerate(present):
-                args[i] = np.asarray(ops[j])
-            kw = {**static, **{k: np.asarray(v) for k, v in zip(array_keys, ops[n_pos:], strict=True)}}
-            return args, kw
+            return plan.rebuild(ops, np.asarray)
 
         def placeholder(x: Any) -> Any:
             dtype = np.dtype(x.dtype)
@@ -266,7 +296,7 @@ def jax_custom_vjp(loss: Any) -> Callable[..., Any]:
             _, grads = loss.value_and_grad(*args, cotangent=np.asarray(g), **kw)
             out = []
             for j, o in enumerate(ops):
-                name = names[present[j]] if j < n_pos else None
+                name = plan.name_of(j, names)
                 gk = grads.get(name) if name in differentiable else None
                 out.append(np.zeros(np.shape(o), np.asarray(o).dtype) if gk is None
                            else np.asarray(_dense(gk), dtype=np.asarray(o).dtype))
@@ -309,17 +339,8 @@ def _jax_traced_vjp(loss: Any) -> Callable[..., Any]:
 
     def call(*args: Any, **kwargs: Any) -> Any:
         arrays, options = _split(loss, names, args, kwargs)
-        # the array arguments travel as operands; None (biases=None) and Python values stay fixed
-        present = [i for i, a in enumerate(arrays) if _is_array_option(a)]
-        array_keys = [k for k, v in options.items() if _is_array_option(v)]
-        static = {k: v for k, v in options.items() if k not in array_keys}
-        n_pos = len(present)
-
-        def rebuild(ops: tuple[Any, ...]) -> tuple[list[Any], dict[str, Any]]:
-            positional: list[Any] = list(arrays)
-            for j, i in enumerate(present):
-                positional[i] = ops[j]
-            return positional, {**static, **dict(zip(array_keys, ops[n_pos:], strict=True))}
+        plan = _Operands.of(arrays, options)
+        rebuild = plan.rebuild
 
         @jax.custom_vjp
         def f(*ops: Any) -> Any:
@@ -334,7 +355,7 @@ def _jax_traced_vjp(loss: Any) -> Callable[..., Any]:
             _, grads = loss.value_and_grad(*positional, cotangent=g, **kw)
             out: list[Any] = []
             for j, o in enumerate(ops):
-                name = names[present[j]] if j < n_pos else None
+                name = plan.name_of(j, names)
                 if jnp.issubdtype(o.dtype, jnp.integer) or jnp.issubdtype(o.dtype, jnp.bool_):
                     out.append(None)  # labels take no cotangent: None is JAX's zero for them
                 elif name in differentiable and grads.get(name) is not None:
@@ -344,7 +365,7 @@ def _jax_traced_vjp(loss: Any) -> Callable[..., Any]:
             return tuple(out)
 
         f.defvjp(f_fwd, f_bwd)
-        return f(*[arrays[i] for i in present], *[options[k] for k in array_keys])
+        return f(*plan.operands(options))
 
     call.__name__ = f"jax_traced_vjp({loss!r})"
     return call
