@@ -42,7 +42,10 @@ Protocol: ``--warmup`` untimed calls per implementation (JAX compilation and ``t
 tracing happen there), then ``--reps`` rounds.  Each round calls every implementation once
 (round-robin, the starting implementation rotating from round to round) so that slow drift
 of the machine (other processes, frequency, memory) affects all of them alike.  Each call is
-timed with ``time.perf_counter``; the table gives the median and the inter-quartile range over
+timed with ``time.perf_counter`` after a ``--pause`` (0.2 s) of sleep, the same for every
+implementation: the libraries' worker pools (PyTorch's OpenMP threads, TensorFlow's and XLA's
+Eigen pools) keep spinning for a while after a call, and without the pause whichever
+implementation runs next shares the cores with them; the table gives the median and the inter-quartile range over
 the rounds, the minimum, and the ratio of the median to the fastest peer's median (peers:
 ``torch``, ``tf-eager``, ``tf-function``, ``optax-jit``).
 
@@ -445,6 +448,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help="comma-separated implementations to run (default: all; see --list)",
     )
+    parser.add_argument(
+        "--pause", type=float, default=0.2,
+        help="seconds of sleep before every timed call, so that the worker threads the previous "
+             "library left spinning (OpenMP, Eigen, XLA pools) are idle when the next call starts",
+    )
     parser.add_argument("--list", action="store_true", help="list the implementations and exit")
     args = parser.parse_args(argv)
     if args.list:
@@ -529,6 +537,7 @@ def main(argv: list[str] | None = None) -> int:
     for rep in range(args.reps):
         k = rep % len(impls)
         for impl in impls[k:] + impls[:k]:
+            time.sleep(args.pause)  # the same quiet start for every implementation
             t0 = time.perf_counter()
             out = impl.step()
             impl.times.append(time.perf_counter() - t0)
