@@ -97,7 +97,7 @@ def certify_targets(targets: Iterable[Target], *, library: str, version: str, ba
 
 
 def certify(
-    fn: Callable[..., Any],
+    fn: Callable[..., Any] | str,
     loss: str = "sparse_softmax_cross_entropy",
     framework: str = "numpy",
     grad_fn: Callable[..., dict[str, Any]] | None = None,
@@ -116,6 +116,9 @@ def certify(
     seed: int = 0,
     max_examples: int = 20,
     progress: Progress | None = None,
+    world_size: int | None = None,
+    layout: str | Callable[..., Any] = "even",
+    empty_blocks: bool = True,
 ) -> Report:
     """Certify ``fn``, a callable with the reference signature of ``loss``.
 
@@ -172,6 +175,23 @@ def certify(
         ``"convention"``.
     dtypes, backend, seed, max_examples, progress
         What to run, on which reference backend, how many random cases.
+    world_size : int, optional
+        Certify a **vocab-parallel** function (``framework="torch"``, ``loss=
+        "sparse_softmax_cross_entropy"``): ``fn(local_logits, labels, **options)`` runs on
+        every rank of a gloo group of ``world_size`` processes on 127.0.0.1 (started once for
+        the certification), rank ``k`` getting the ``k``-th block of the classes; the ranks'
+        gradient blocks are concatenated and compared with the dense reference as above, and
+        ranks returning different losses are a ``"fail"`` naming them.  ``fn`` must be
+        importable by the ranks: ``"module:function"`` or a module-level function.  See
+        :mod:`refsoftmax.conformance.sharded`.
+    layout : {"even", "chunk", "uneven"} or callable
+        With ``world_size``: the blocks' sizes (C/N each; ``ceil(C/N)`` each as a
+        ``Shard(-1)`` DTensor has them; proportional to 1..N), or ``layout(C, N) -> sizes``
+        (``None``: cannot hold C).  A case the layout cannot hold is widened
+        (:func:`refsoftmax.conformance.sharded.widen`).
+    empty_blocks : bool
+        With ``world_size``: whether a rank's block may hold no class (``False``: such cases
+        are widened too).
 
     Examples
     --------
@@ -226,6 +246,19 @@ def certify(
         msg = f"compute_dtype must be one of {list(DTYPES[1:])} or None, got {compute_dtype!r}"
         raise ValueError(msg)
     accepted = set(options)
+    # a vocab-parallel fn runs on the ranks of a process group (sharded.py); `runner` stands
+    # in for it here, with the same signature, and the rest of this function is unchanged
+    runner: Any = fn
+    if world_size is not None:
+        from refsoftmax.conformance import sharded
+
+        sharding = sharded.Sharding(world_size, layout, empty_blocks)
+        if framework != "torch" or loss != sharded.LOSS or grad_fn is not None:
+            msg = (f"world_size certifies a torch function of {sharded.LOSS} with torch's autograd "
+                   f"(framework='torch', loss={sharded.LOSS!r}, no grad_fn); got framework={framework!r}, "
+                   f"loss={loss!r}" + (", a grad_fn" if grad_fn is not None else ""))
+            raise ValueError(msg)
+        runner = sharded.Remote(fn, sharding)
 
     def call(inputs: dict[str, Any], opts: dict[str, Any]) -> Any:
         if returns != "none" and "reduction" not in accepted:
@@ -239,9 +272,9 @@ def certify(
         kwargs = dict(opts)
         if "class_weights" in inputs:
             kwargs["class_weights"] = inputs["class_weights"]
-        return fn(*(inputs[n] for n in spec.positional), **kwargs)
+        return runner(*(inputs[n] for n in spec.positional), **kwargs)
 
-    name = str(function or getattr(fn, "__name__", repr(fn)))
+    name = str(function or (fn if isinstance(fn, str) else getattr(fn, "__name__", repr(fn))))
     has_grads = grad_fn is not None or framework != "numpy"
     if wrt is None:
         differentiable = getattr(spec.function, "differentiable", ("logits",))
@@ -255,14 +288,21 @@ def certify(
         wrt=wrt, dtypes=dtypes, conventions=dict(conventions or {}),
         grad_fn=None if grad_fn is None else (lambda a, o, c: grad_fn(a, o, c)),
         returns=returns, preconditions=preconditions, compute_dtype=compute_dtype,
-        source=_source_line(fn), accepted=tuple(options),
+        source=_source_line(fn) if world_size is None else "", accepted=tuple(options),
     )
     version = library_version if library_version is not None else (fw.version() if fw.available() else "")
+    if world_size is not None:  # the same target, its arrays handed to the ranks
+        target.framework = sharded.FRAMEWORK
+        target.expression = runner.expression()
+        target.imports = "from refsoftmax.conformance import sharded"
+        return sharded.certify_targets([target], sharding, library=target.library, version=version,
+                                       backend=backend, seed=seed, max_examples=max_examples,
+                                       progress=progress)
     return certify_targets([target], library=target.library, version=version,
                            backend=backend, seed=seed, max_examples=max_examples, progress=progress)
 
 
-def _source_line(fn: Callable[..., Any]) -> str:
+def _source_line(fn: Any) -> str:
     """The import that binds ``fn`` in a reproducer, or a comment saying where it came from."""
     module, qualname = getattr(fn, "__module__", None), getattr(fn, "__qualname__", "")
     if module and module != "__main__" and qualname and "<" not in qualname:
@@ -302,11 +342,18 @@ def _check_convention_values(loss: str, conventions: dict[str, Any]) -> None:
 
 
 def certify_library(library: str, *, backend: str = "numpy", seed: int = 0, max_examples: int = 20,
-                    progress: Progress | None = None) -> Report:
-    """Certify every target of an installed library's adapter (``refsoftmax certify LIBRARY``)."""
+                    progress: Progress | None = None, world_sizes: tuple[int, ...] | None = None) -> Report:
+    """Certify every target of an installed library's adapter (``refsoftmax certify LIBRARY``).
+
+    ``world_sizes`` (sharded adapters only: ``megatron_core``, ``fairscale``,
+    ``torch_loss_parallel``) replaces the adapter's world sizes (``WORLD_SIZES``).
+    """
     from refsoftmax.conformance import adapters
 
     module = adapters.load(library)
+    if world_sizes is not None and not hasattr(module, "WORLD_SIZES"):
+        msg = f"{library} is not a sharded adapter: world sizes do not apply to it"
+        raise ValueError(msg)
     if not module.available():
         report = Report(library, "", backend, seed=seed, max_examples=max_examples)
         report.notes.append(f"{library} is not installed: skipped")
@@ -315,7 +362,10 @@ def certify_library(library: str, *, backend: str = "numpy", seed: int = 0, max_
     if getattr(module, "ISOLATE", False) and not os.environ.get(_ISOLATED):
         return certify_in_subprocess(library, backend=backend, seed=seed, max_examples=max_examples)
     if hasattr(module, "certify"):  # an adapter that runs its own processes (Keras: one per backend)
-        merged: Report = module.certify(backend=backend, seed=seed, max_examples=max_examples, progress=progress)
+        # (sharded adapters: a gloo group per world size, refsoftmax.conformance.sharded)
+        extra = {} if world_sizes is None else {"world_sizes": tuple(world_sizes)}
+        merged: Report = module.certify(backend=backend, seed=seed, max_examples=max_examples, progress=progress,
+                                        **extra)
         return merged
     return certify_targets(module.targets(), library=library, version=module.version(), backend=backend,
                            seed=seed, max_examples=max_examples, progress=progress)

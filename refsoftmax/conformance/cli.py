@@ -50,6 +50,15 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--compute-dtype", default=None, metavar="DTYPE",
                    help="the dtype --impl computes in whatever its input (e.g. float32): float64 "
                         "results within that dtype's tolerance are reported as convention")
+    c.add_argument("--world-size", type=int, default=None, metavar="N",
+                   help="certify a vocab-parallel --impl (framework torch, sparse CE) on N ranks of a "
+                        "gloo group on 127.0.0.1; with LIBRARY names: the world sizes of sharded "
+                        "adapters (megatron_core, fairscale, torch_loss_parallel; default 2 and 4)")
+    c.add_argument("--layout", default="even", metavar="even|chunk|uneven",
+                   help="with --world-size: the ranks' class blocks (C/N each; ceil(C/N) each, as a "
+                        "Shard(-1) DTensor; proportional to 1..N)")
+    c.add_argument("--no-empty-blocks", action="store_true",
+                   help="with --world-size: a case that would leave a rank's block empty is widened")
     c.add_argument("--library", default=None, help="library name the report of --impl carries")
     c.add_argument("--library-version", default=None, help="version the report of --impl carries")
     c.add_argument("--backend", default="numpy", help="backend the reference runs on: numpy, torch, cupy")
@@ -239,15 +248,21 @@ def main(argv: list[str] | None = None) -> int:
                     compute_dtype=args.compute_dtype,
                     dtypes=dtypes if dtypes is not None else conformance.DTYPES,
                     backend=args.backend, seed=args.seed, max_examples=args.max_examples, progress=progress,
+                    **({"world_size": args.world_size, "layout": args.layout,
+                        "empty_blocks": not args.no_empty_blocks} if args.world_size is not None else {}),
                 )
                 _framework_hint(report, args.framework)
                 reports.append(report)
             elif (args.wrt or args.conventions or args.dtypes or args.library or args.library_version
-                  or args.returns != "none" or args.preconditions or args.compute_dtype):
+                  or args.returns != "none" or args.preconditions or args.compute_dtype
+                  or args.layout != "even" or args.no_empty_blocks):
                 msg = ("--wrt, --conventions, --dtypes, --library, --library-version, --returns, "
-                       "--preconditions and --compute-dtype apply to --impl")
+                       "--preconditions, --compute-dtype, --layout and --no-empty-blocks apply to --impl")
                 raise ValueError(msg)
             libraries = args.libraries or ([] if args.impl else adapters.available_adapters())
+            if args.world_size is not None and not args.impl and not args.libraries:
+                # --world-size alone: the installed sharded adapters
+                libraries = [name for name in libraries if hasattr(adapters.load(name), "WORLD_SIZES")]
             for library in args.libraries:  # asked for by name: it must be installed
                 if not adapters.load(library).available():
                     msg = f"{library} is not installed (its adapter needs it: pip install {library})"
@@ -256,6 +271,8 @@ def main(argv: list[str] | None = None) -> int:
                 reports.append(conformance.certify_library(
                     library, backend=args.backend, seed=args.seed, max_examples=args.max_examples,
                     progress=progress,
+                    **({"world_sizes": (args.world_size,)} if args.world_size is not None and not args.impl
+                       else {}),
                 ))
     except (ValueError, ImportError, AttributeError) as exc:
         print(f"refsoftmax certify: error: {exc}", file=sys.stderr)

@@ -33,6 +33,10 @@ ADAPTERS: dict[str, str] = {
     "keras_rs": "refsoftmax.conformance.adapters.keras_rs",
     "transformers": "refsoftmax.conformance.adapters.transformers",
     "pytorch_metric_learning": "refsoftmax.conformance.adapters.pytorch_metric_learning",
+    # vocab-parallel losses, certified on 2 and 4 ranks of a gloo group (conformance/sharded.py)
+    "megatron_core": "refsoftmax.conformance.adapters.megatron_core",
+    "fairscale": "refsoftmax.conformance.adapters.fairscale",
+    "torch_loss_parallel": "refsoftmax.conformance.adapters.torch_loss_parallel",
 }
 
 #: The entry-point group through which other distributions provide adapters.
