@@ -87,13 +87,14 @@ class ShardedSoftmaxCrossEntropy(Function):
         This rank's block of the allowed classes.
     class_weights : tensor ``[C]``, optional
         The weights of *all* classes (the same on every rank).
-    label_smoothing, label_smoothing_mode, reduction, mean_denominator, empty_mean, z_loss, logit_softcap
+    label_smoothing, label_smoothing_mode, reduction, mean_denominator, empty_mean, z_loss, logit_softcap : optional
         As :func:`refsoftmax.softmax_cross_entropy`.
 
     Returns
     -------
-    The loss (per example, or reduced), identical on every rank.  ``backward`` returns this
-    rank's blocks ``{"local_logits": ..., "local_labels": ...}``.
+    tensor
+        The loss (per example, or reduced), identical on every rank.  ``backward`` returns
+        this rank's blocks ``{"local_logits": ..., "local_labels": ...}``.
     """
 
     name = "distributed.softmax_cross_entropy"

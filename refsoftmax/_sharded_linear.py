@@ -56,14 +56,15 @@ class ShardedLinearSoftmaxCrossEntropy(Function):
         Global class indices (or ``ignore_index``), the same on every rank.
     inputs : torch tensor ``[B, D]``
         The hidden states, the same on every rank.
-    group, ignore_index, class_weights, label_smoothing, reduction, mean_denominator, empty_mean, z_loss, logit_softcap
+    group, ignore_index, class_weights, label_smoothing, reduction, mean_denominator, empty_mean, z_loss, logit_softcap : optional
         As :func:`refsoftmax.distributed.sparse_softmax_cross_entropy`.
 
     Returns
     -------
-    The loss, identical on every rank.  ``backward`` returns ``{"local_weights",
-    "local_biases", "inputs"}``: this rank's blocks and the *whole* inputs gradient (the
-    same on every rank).
+    tensor
+        The loss, identical on every rank.  ``backward`` returns this rank's blocks of
+        ``local_weights`` and ``local_biases`` and the *whole* gradient of ``inputs`` (the
+        same on every rank).
     """
 
     name = "distributed.linear_softmax_cross_entropy"

@@ -92,13 +92,14 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         This rank's block of the allowed classes.
     class_weights : tensor ``[C]``, optional
         The weights of *all* classes (the same on every rank).
-    ignore_index, label_smoothing, reduction, label_smoothing_mode, class_weighting, mean_denominator, empty_mean, z_loss, logit_softcap
+    ignore_index, label_smoothing, reduction, label_smoothing_mode, class_weighting, mean_denominator, empty_mean, z_loss, logit_softcap : optional
         As :func:`refsoftmax.sparse_softmax_cross_entropy`.
 
     Returns
     -------
-    The loss (per example, or reduced), identical on every rank.  ``backward`` returns
-    ``{"local_logits": this rank's gradient block}``.
+    tensor
+        The loss (per example, or reduced), identical on every rank.  ``backward`` returns
+        ``{"local_logits": ...}``, this rank's block of the gradient.
 
     Raises
     ------
