@@ -20,6 +20,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
+from refsoftmax._concrete import may_hold
 from refsoftmax._validation import check_choice, check_probability
 
 __all__ = [
@@ -61,9 +62,13 @@ def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
     """``a * b`` with the product taken as exactly 0 wherever ``a == 0`` (so 0 · ∞ = 0).
 
     ``b`` is replaced by 0 where ``a == 0`` before multiplying, so no NaN is
-    ever formed; NaN in ``a`` still propagates (NaN == 0 is false).
+    ever formed; NaN in ``a`` still propagates (NaN == 0 is false).  When ``a`` has no zero
+    (asked of ``a``, usually a per-row factor, not of the product) it is the plain product.
     """
-    return a * xp.where(a == 0, xp.zeros_like(b), b)
+    zero = a == 0
+    if not may_hold(xp, zero):  # nothing to protect: skip the [..., C] select
+        return a * b
+    return a * xp.where(zero, xp.zeros_like(b), b)
 
 
 def onehot(index: Any, num_classes: int, *, xp: Any) -> Any:

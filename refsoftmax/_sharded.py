@@ -104,19 +104,19 @@ def shard_rows(z: Any, allowed: Any | None, lay: Layout, *, xp: Any) -> tuple[Ro
         z = xp.where(allowed, z, neg_inf)
     row = (*z.shape[:-1], 1)
     # NaN on any rank makes the row NaN everywhere (an all-reduce max need not propagate NaN):
-    # one all-reduce max of (the local maximum without NaN, a NaN flag)
-    nan_local = xp.astype(xp.any(xp.isnan(z), axis=-1, keepdims=True), z.dtype) if z.shape[-1] else (
-        xp.zeros(row, dtype=z.dtype, device=device_of(z)))
-    z = xp.where(xp.isnan(z), neg_inf, z)
+    # one all-reduce max of (the local maximum without NaN, a NaN flag).  The local maximum
+    # of a row with a NaN is NaN (max propagates it), so the flag costs no pass over the block.
     m_local = xp.max(z, axis=-1, keepdims=True) if z.shape[-1] else xp.full(
         row, -xp.inf, dtype=z.dtype, device=device_of(z))
-    both = lay.all_max(xp.concat([m_local, nan_local], axis=-1))
+    nan_local = xp.isnan(m_local)
+    m_local = xp.where(nan_local, xp.full_like(m_local, -xp.inf), m_local)
+    both = lay.all_max(xp.concat([m_local, xp.astype(nan_local, z.dtype)], axis=-1))
     m, nan_rows = both[..., :1], both[..., 1:] > 0
     limit = m == xp.inf  # a +inf logit somewhere: the limit rows (0 on the +inf entries, -inf elsewhere)
     if may_hold(xp, limit):
         z = xp.where(limit, xp.where(z == xp.inf, xp.zeros_like(z), neg_inf), z)
         m = xp.where(limit, xp.zeros_like(m), m)
-    empty = m == -xp.inf
+    empty = (m == -xp.inf) & ~nan_rows  # a NaN row's flagged maximum is -inf, but it is NaN, not empty
     m = xp.where(empty, xp.zeros_like(m), m)
     m = xp.where(nan_rows, xp.full_like(m, xp.nan), m)  # NaN rows: every quantity NaN below
     zhat, err, e = shifted_exp(z, m, xp=xp)

@@ -135,11 +135,11 @@ class ShardedSoftmaxCrossEntropy(Function):
         lay = layout(xp, z, group, "local_logits")
         lo, hi = lay.offset, lay.offset + lay.size
         allowed = None if arrays["where"] is None else check_where(xp, arrays["where"], tuple(z.shape))
-        z = xp.astype(z, dtype)
+        z = xp.astype(z, dtype, copy=False)
         slope = None
         if cap is not None:
             z, slope = soft_cap(z, cap, xp=xp)
-        y = xp.astype(y, dtype)
+        y = xp.astype(y, dtype, copy=False)
         negative = y < 0
         if flagged(xp, negative):
             msg = f"local_labels must be >= 0, got {first_offender(xp, y, negative)}"
@@ -217,5 +217,5 @@ class ShardedSoftmaxCrossEntropy(Function):
         if r.denominator_uses_labels:
             ones = xp.ones_like(r.p)
             d_labels = d_labels + g_denominator * (ones if r.class_weights is None else r.class_weights * ones)
-        return {"local_logits": xp.astype(d_logits, r.logits_dtype),
-                "local_labels": xp.astype(d_labels, r.labels_dtype)}
+        return {"local_logits": xp.astype(d_logits, r.logits_dtype, copy=False),
+                "local_labels": xp.astype(d_labels, r.labels_dtype, copy=False)}

@@ -110,7 +110,7 @@ class ShardedLinearSoftmaxCrossEntropy(Function):
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
         g = _sharded_sparse.backward(r.loss, cotangent)["local_logits"]  # [B, C_k]
-        g = xp.astype(g, r.compute_dtype)
+        g = xp.astype(g, r.compute_dtype, copy=False)
         # ignored rows have no gradient: their inputs (possibly NaN/inf) must not leak into dW as 0 * x
         inputs = xp.where(xp.expand_dims(r.loss.valid, axis=1), r.inputs, xp.zeros_like(r.inputs))
         d_inputs = r.lay.all_sum(g @ r.weights)  # Σ_k G_k W_k: the inputs are replicated

@@ -46,7 +46,7 @@ def _rows(local_x: Any, group: Any) -> tuple[Any, Any, Any, Any, Any, Layout]:
         msg = "local_x must have at least one dimension (the classes, last)"
         raise ValueError(msg)
     lay = layout(xp, x, group, "local_x")
-    rows, limit = shard_rows(xp.astype(x, dtype), None, lay, xp=xp)
+    rows, limit = shard_rows(xp.astype(x, dtype, copy=False), None, lay, xp=xp)
     return xp, x, dtype, rows, limit, lay
 
 
@@ -75,7 +75,7 @@ class ShardedLogSumExp(Function):
         r, xp = residuals, residuals.xp
         g = prepare_cotangent(r, cotangent, r.p)
         g = g if r.keepdims else xp.expand_dims(g, axis=-1)
-        return {"local_x": xp.astype(g * r.p, r.dtype)}
+        return {"local_x": xp.astype(g * r.p, r.dtype, copy=False)}
 
 
 class ShardedLogSoftmax(Function):
@@ -98,9 +98,9 @@ class ShardedLogSoftmax(Function):
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
-        g = xp.astype(prepare_cotangent(r, cotangent, r.p), r.compute_dtype)
+        g = xp.astype(prepare_cotangent(r, cotangent, r.p), r.compute_dtype, copy=False)
         total = r.lay.all_sum(xp.sum(g, axis=-1, keepdims=True))  # Σ_c g_c over the whole row
-        return {"local_x": xp.astype(g - r.p * total, r.dtype)}
+        return {"local_x": xp.astype(g - r.p * total, r.dtype, copy=False)}
 
 
 class ShardedSoftmax(Function):
@@ -122,6 +122,6 @@ class ShardedSoftmax(Function):
 
     def backward(self, residuals: _Residuals, cotangent: Any) -> dict[str, Any]:
         r, xp = residuals, residuals.xp
-        g = xp.astype(prepare_cotangent(r, cotangent, r.p), r.compute_dtype)
+        g = xp.astype(prepare_cotangent(r, cotangent, r.p), r.compute_dtype, copy=False)
         inner = r.lay.all_sum(xp.sum(g * r.p, axis=-1, keepdims=True))  # Σ_c g_c p_c
-        return {"local_x": xp.astype(r.p * (g - inner), r.dtype)}
+        return {"local_x": xp.astype(r.p * (g - inner), r.dtype, copy=False)}

@@ -154,7 +154,7 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         if where is not None:
             _, wa = resolve(local_logits=z, where=where)
             allowed = check_where(xp, wa["where"], tuple(z.shape))
-        z = xp.astype(z, dtype)
+        z = xp.astype(z, dtype, copy=False)
         slope = None
         if cap is not None:
             z, slope = soft_cap(z, cap, xp=xp)
@@ -230,7 +230,7 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         if r.slope is not None:  # through the soft-cap: d(capped z)/dz
             d_logits = d_logits * r.slope
         d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
-        return {"local_logits": xp.astype(d_logits, r.logits_dtype)}
+        return {"local_logits": xp.astype(d_logits, r.logits_dtype, copy=False)}
 
 
 sparse_softmax_cross_entropy = ShardedSparseSoftmaxCrossEntropy()
