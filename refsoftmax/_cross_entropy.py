@@ -71,6 +71,58 @@ def safe_mul(a: Any, b: Any, *, xp: Any) -> Any:
     return a * xp.where(zero, xp.zeros_like(b), b)
 
 
+def soft_label_logit_grad(
+    p: Any, coef: Any, is_top: Any, total: Any, others: Any, complement: Any, z_factor: Any,
+    g_loss: Any, slope: Any, grad_mask: Any, *, xp: Any,
+) -> Any:
+    r""":math:`g\,(W p_j - c_j + 2\lambda\log Z\,p_j)`, the logits' gradient of a soft-label CE.
+
+    ``coef`` :math:`c = w q` ``[..., C]``; the row quantities ``[..., 1]``: ``total``
+    :math:`W = \sum_c c_c`, ``others`` :math:`W - c_{c^*}` and ``complement``
+    :math:`1 - p_{c^*}` at the row's most probable class :math:`c^*` (``is_top``), where
+    :math:`p \approx 1` and :math:`W p - c` would cancel: there it is
+    :math:`(W - c_{c^*})\,p - c_{c^*}(1 - p)`, each factor without cancellation.  Then the
+    cotangent ``g_loss``, the soft-cap ``slope`` and 0 off ``grad_mask``
+    (:func:`finish_logit_grad`).  Shared by the dense and the class-sharded losses.
+    """
+    at_top = safe_mul(others, p, xp=xp) - safe_mul(coef, complement * xp.ones_like(p), xp=xp)
+    d_logits = xp.where(is_top, at_top, safe_mul(total, p, xp=xp) - coef)
+    return finish_logit_grad(d_logits, p, z_factor, g_loss, slope, grad_mask, xp=xp)
+
+
+def finish_logit_grad(d_logits: Any, p: Any, z_factor: Any, g_loss: Any, slope: Any, grad_mask: Any,
+                      *, xp: Any) -> Any:
+    r"""``d_logits`` plus the z-loss's :math:`2\lambda\log Z\,p`, times the cotangent and the soft-cap slope, 0 off ``grad_mask``."""
+    if z_factor is not None:  # the z-loss: 2 λ log Z p
+        d_logits = d_logits + safe_mul(z_factor, p, xp=xp)
+    d_logits = safe_mul(g_loss, d_logits, xp=xp)
+    if slope is not None:  # through the soft-cap: d(capped z)/dz
+        d_logits = d_logits * slope
+    return xp.where(grad_mask, d_logits, xp.zeros_like(d_logits))
+
+
+def sparse_logit_grad(
+    p: Any, at_target: Any, kappa: Any, complement: Any, sigma: Any, smooth: Any, z_factor: Any,
+    g_loss: Any, slope: Any, grad_mask: Any, *, xp: Any,
+) -> Any:
+    r""":math:`g\,((\kappa + \sum_c\sigma_c + 2\lambda\log Z)\,p - \kappa\,e_t - \sigma)`, the logits' gradient of a sparse CE.
+
+    ``kappa``, ``complement`` (:math:`1 - p_t`), ``sigma`` (:math:`\sum_c\sigma_c`, or
+    ``None`` without smoothing) and ``z_factor`` are ``[..., 1]``; the target's
+    :math:`\kappa(p_t - 1)` is taken as :math:`-\kappa(1 - p_t)`, accurate when
+    :math:`p_t \to 1`.  Shared by the dense and the class-sharded losses.
+    """
+    spike = -safe_mul(kappa, complement, xp=xp)
+    total = kappa
+    if sigma is not None:
+        total = kappa + sigma
+        spike = spike + safe_mul(sigma, p, xp=xp)
+    d_logits = xp.where(at_target, spike, safe_mul(total, p, xp=xp))
+    if smooth is not None:
+        d_logits = d_logits - smooth
+    return finish_logit_grad(d_logits, p, z_factor, g_loss, slope, grad_mask, xp=xp)
+
+
 def onehot(index: Any, num_classes: int, *, xp: Any) -> Any:
     """Boolean ``[..., C]`` with True at each row's ``index`` (``[...]``, integer)."""
     classes = xp.arange(num_classes, device=device_of(index), dtype=index.dtype)

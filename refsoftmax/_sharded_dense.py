@@ -38,7 +38,12 @@ from array_api_compat import device as device_of
 
 from refsoftmax._arrays import resolve
 from refsoftmax._concrete import flagged
-from refsoftmax._cross_entropy import check_common_options, safe_mul, smoothing_weights
+from refsoftmax._cross_entropy import (
+    check_common_options,
+    safe_mul,
+    smoothing_weights,
+    soft_label_logit_grad,
+)
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, log_partition, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
@@ -205,14 +210,8 @@ class ShardedSoftmaxCrossEntropy(Function):
         g = prepare_cotangent(r, cotangent, r.p)
         g_loss, g_denominator = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_loss = xp.expand_dims(g_loss, axis=-1)
-        at_top = safe_mul(r.others_top, r.p, xp=xp) - safe_mul(r.coef, r.complement * xp.ones_like(r.p), xp=xp)
-        d_logits = xp.where(r.is_top, at_top, safe_mul(r.total, r.p, xp=xp) - r.coef)
-        if r.z_factor is not None:  # the z-loss: 2 λ log Z p
-            d_logits = d_logits + safe_mul(r.z_factor, r.p, xp=xp)
-        d_logits = safe_mul(g_loss, d_logits, xp=xp)
-        if r.slope is not None:  # through the soft-cap
-            d_logits = d_logits * r.slope
-        d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
+        d_logits = soft_label_logit_grad(r.p, r.coef, r.is_top, r.total, r.others_top, r.complement,
+                                         r.z_factor, g_loss, r.slope, r.grad_mask, xp=xp)
         d_labels = safe_mul(g_loss, r.d_labels, xp=xp)
         if r.denominator_uses_labels:
             ones = xp.ones_like(r.p)

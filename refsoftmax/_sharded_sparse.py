@@ -43,7 +43,7 @@ from typing import Any
 from array_api_compat import device as device_of
 
 from refsoftmax._arrays import resolve
-from refsoftmax._cross_entropy import safe_mul, smoothing_weights
+from refsoftmax._cross_entropy import safe_mul, smoothing_weights, sparse_logit_grad
 from refsoftmax._logit_transforms import check_logit_softcap, log_partition, soft_cap
 from refsoftmax._protocol import Function, Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
@@ -215,21 +215,8 @@ class ShardedSparseSoftmaxCrossEntropy(Function):
         g = prepare_cotangent(r, cotangent, r.p)
         g_loss, _ = reduce_backward(g, r.losses, r.denominator, r.reduction, xp=xp)
         g_loss = xp.expand_dims(g_loss, axis=-1)
-        # the target's κ (p_t - 1) as -κ (1 - p_t): accurate when p_t -> 1 (confident examples)
-        spike = -safe_mul(r.kappa, r.complement, xp=xp)
-        total = r.kappa
-        if r.sigma is not None:
-            total = r.kappa + r.sigma
-            spike = spike + safe_mul(r.sigma, r.p, xp=xp)
-        d_logits = xp.where(r.at_target, spike, safe_mul(total, r.p, xp=xp))
-        if r.smooth is not None:
-            d_logits = d_logits - r.smooth
-        if r.z_factor is not None:  # the z-loss: 2 λ log Z p
-            d_logits = d_logits + safe_mul(r.z_factor, r.p, xp=xp)
-        d_logits = safe_mul(g_loss, d_logits, xp=xp)
-        if r.slope is not None:  # through the soft-cap: d(capped z)/dz
-            d_logits = d_logits * r.slope
-        d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
+        d_logits = sparse_logit_grad(r.p, r.at_target, r.kappa, r.complement, r.sigma, r.smooth,
+                                     r.z_factor, g_loss, r.slope, r.grad_mask, xp=xp)
         return {"local_logits": xp.astype(d_logits, r.logits_dtype, copy=False)}
 
 

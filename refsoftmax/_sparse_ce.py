@@ -13,7 +13,7 @@ from typing import Any
 
 from array_api_compat import device as device_of
 
-from refsoftmax._cross_entropy import onehot, safe_mul, smoothing_weights
+from refsoftmax._cross_entropy import onehot, safe_mul, smoothing_weights, sparse_logit_grad
 from refsoftmax._logit_transforms import log_partition
 from refsoftmax._protocol import Residuals, prepare_cotangent
 from refsoftmax._reduction import reduce, reduce_backward
@@ -132,22 +132,10 @@ def sparse_ce_backward(r: SparseCEResiduals, cotangent: Any) -> Any:
             if grad is not None:
                 return grad
     g_loss = xp.expand_dims(g_loss, axis=-1)
-    kappa = xp.expand_dims(r.kappa, axis=-1)
-    # the target's κ (p_t - 1) as -κ (1 - p_t): accurate when p_t -> 1 (confident examples)
-    spike = -safe_mul(kappa, xp.expand_dims(r.complement, axis=-1), xp=xp)
-    total = kappa
-    if r.smooth is not None:
-        sigma = xp.sum(r.smooth, axis=-1, keepdims=True)
-        total = kappa + sigma
-        spike = spike + safe_mul(sigma, r.p, xp=xp)
-    at_target = onehot(r.target, r.p.shape[-1], xp=xp)
-    d_logits = xp.where(at_target, spike, safe_mul(total, r.p, xp=xp))
-    if r.smooth is not None:
-        d_logits = d_logits - r.smooth
-    if r.z_factor is not None:  # the z-loss: 2 λ log Z p
-        d_logits = d_logits + safe_mul(xp.expand_dims(r.z_factor, axis=-1), r.p, xp=xp)
-    d_logits = safe_mul(g_loss, d_logits, xp=xp)
-    if r.slope is not None:  # through the soft-cap: d(capped z)/dz
-        d_logits = d_logits * r.slope
-    d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
+    sigma = None if r.smooth is None else xp.sum(r.smooth, axis=-1, keepdims=True)
+    z_factor = None if r.z_factor is None else xp.expand_dims(r.z_factor, axis=-1)
+    d_logits = sparse_logit_grad(
+        r.p, onehot(r.target, r.p.shape[-1], xp=xp), xp.expand_dims(r.kappa, axis=-1),
+        xp.expand_dims(r.complement, axis=-1), sigma, r.smooth, z_factor, g_loss, r.slope,
+        r.grad_mask, xp=xp)
     return xp.astype(xp.moveaxis(d_logits, -1, r.axis), r.logits_dtype, copy=False)

@@ -15,6 +15,7 @@ from refsoftmax._cross_entropy import (
     onehot,
     safe_mul,
     smoothing_weights,
+    soft_label_logit_grad,
 )
 from refsoftmax._dtypes import compute_dtype
 from refsoftmax._logit_transforms import check_logit_softcap, check_z_loss, log_partition, soft_cap
@@ -292,14 +293,8 @@ class SoftmaxCrossEntropy(Function):
         is_top = onehot(r.top, r.p.shape[-1], xp=xp)
         others = xp.sum(xp.where(is_top, xp.zeros_like(r.coef), r.coef), axis=-1, keepdims=True)
         complement = xp.expand_dims(r.complement, axis=-1)
-        at_top = safe_mul(others, r.p, xp=xp) - safe_mul(r.coef, complement * xp.ones_like(r.p), xp=xp)
-        d_logits = xp.where(is_top, at_top, safe_mul(total, r.p, xp=xp) - r.coef)
-        if r.z_factor is not None:  # the z-loss: 2 λ log Z p
-            d_logits = d_logits + safe_mul(r.z_factor, r.p, xp=xp)
-        d_logits = safe_mul(g_loss, d_logits, xp=xp)
-        if r.slope is not None:  # through the soft-cap
-            d_logits = d_logits * r.slope
-        d_logits = xp.where(r.grad_mask, d_logits, xp.zeros_like(d_logits))
+        d_logits = soft_label_logit_grad(r.p, r.coef, is_top, total, others, complement, r.z_factor,
+                                         g_loss, r.slope, r.grad_mask, xp=xp)
 
         # dℓ/dy_c = (1-ε) w_c (-log p_c) + [others] ε Σ_{j≠c} u_j w_j (-log p_j)
         wl = r.neg_log_p if r.class_weights is None else safe_mul(r.class_weights, r.neg_log_p, xp=xp)
