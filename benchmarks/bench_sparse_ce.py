@@ -11,6 +11,9 @@ name                        what one timed call does
 ==========================  ==================================================================
 ``numpy-plain``             plain NumPy written in this file in array-API style: max, subtract,
                             exp, sum, log, gather; backward ``(p - onehot) / B``.  Baseline.
+``numpy-floor``             the fewest NumPy passes a fused implementation needs, on the fused
+                            kernel's threads and row blocks (max, exp, sum, scale; no accuracy
+                            work, no checks): a floor for any NumPy-ufunc implementation.
 ``refsoftmax-numpy``        ``refsoftmax.sparse_softmax_cross_entropy.value_and_grad(
                             logits, labels, reduction="mean")`` on NumPy arrays.
 ``refsoftmax-numpy-none``   the same with ``reduction="none"`` and a cotangent of ``1/B``
@@ -95,6 +98,7 @@ from typing import Any
 
 IMPLEMENTATIONS = (
     "numpy-plain",
+    "numpy-floor",
     "refsoftmax-numpy",
     "refsoftmax-numpy-none",
     "refsoftmax-torch",
@@ -182,6 +186,48 @@ def plain_numpy_value_and_grad(logits: Any, labels: Any) -> tuple[Any, Any]:
     return loss, grad
 
 
+def floor_numpy_value_and_grad(logits: Any, labels: Any, threads: int, rows: int = 8
+                               ) -> tuple[Any, Any]:
+    """The fewest NumPy passes a fused implementation needs, on refsoftmax's schedule.
+
+    Per block of ``rows`` rows (in the caches), on ``threads`` threads as the fused kernel:
+    the row maximum, ``exp`` of the logits into the fresh gradient array (the direct form,
+    no shift), the row sums (float64 accumulation), one scale, and the target entries.
+    Nothing else: no shift-error recovery, no ``log1p`` form, no checks, no fallback.  It is
+    correct to the benchmark's tolerances on its inputs (maxima in [0, 80]) and sets the
+    floor for any NumPy-ufunc implementation on this machine.
+    """
+    import itertools
+    import threading
+
+    import numpy as np
+
+    n = logits.shape[0]
+    grad = np.empty_like(logits)
+    losses = np.empty(n)
+
+    def work(lo: int, hi: int) -> None:
+        for i in range(lo, hi, rows):
+            z, g, t = logits[i:i + rows], grad[i:i + rows], labels[i:i + rows]
+            k = np.arange(len(t))
+            z.max(axis=1)  # the maximum pass (the kernel needs it for its range test)
+            np.exp(z, out=g)
+            s = g.sum(axis=1, dtype=np.float64)
+            losses[i:i + rows] = np.log(s) - z[k, t]
+            p_t = g[k, t] / s
+            np.multiply(g, (1.0 / (n * s)).astype(g.dtype)[:, None], out=g)
+            g[k, t] = (p_t - 1.0) / n
+
+    bounds = np.linspace(0, n, threads + 1).astype(int)
+    workers = [threading.Thread(target=work, args=(int(a), int(b)))
+               for a, b in itertools.pairwise(bounds)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return losses.mean(), grad
+
+
 def build(name: str, logits_np: Any, labels_np: Any, threads: int) -> Impl:
     """Set up ``name`` on the shared inputs; raise :class:`Missing` if its library is absent."""
     import numpy as np
@@ -193,6 +239,9 @@ def build(name: str, logits_np: Any, labels_np: Any, threads: int) -> Impl:
 
     if name == "numpy-plain":
         return Impl(name, lambda: plain_numpy_value_and_grad(logits_np, labels_np), ident)
+
+    if name == "numpy-floor":
+        return Impl(name, lambda: floor_numpy_value_and_grad(logits_np, labels_np, threads), ident)
 
     if name.startswith("refsoftmax-"):
         try:

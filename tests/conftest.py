@@ -43,6 +43,50 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> Any:
         fn._hypothesis_internal_use_settings = chosen
 
 
+#: The test modules that read the session's shared ``certified`` fixture.  Under ``pytest -n``
+#: (pytest-xdist) they all run in one worker, so that each library is still certified once per
+#: session, not once per worker (:func:`pytest_xdist_make_scheduler`);
+#: :func:`pytest_collection_modifyitems` fails the run if a module using it is missing here.
+CERTIFYING_MODULES = frozenset({
+    "tests/test_conformance.py",
+    "tests/test_conformance_more.py",
+    "tests/test_conformance_peers.py",
+    "tests/test_conformance_reports.py",
+    "tests/test_conformance_tensorflow.py",
+})
+
+
+def _scope(nodeid: str) -> str:
+    """The xdist work unit of a test: its module, or ``"certified"`` (see above)."""
+    module = nodeid.split("::", 1)[0]
+    return "certified" if module in CERTIFYING_MODULES else module
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Whole modules per worker (a module-scoped fixture, e.g. the 4-process gloo group of
+    ``test_distributed.py``, is built once), and the certifying modules together.
+
+    (A scheduler, not ``xdist_group`` marks: those rename the test ids, which pytest 9.2's
+    structured node ids no longer allow.)
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModuleScheduling(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return _scope(nodeid)
+
+    return ModuleScheduling(config, log)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    missing = sorted({item.nodeid.split("::", 1)[0] for item in items
+                      if "certified" in getattr(item, "fixturenames", ())} - CERTIFYING_MODULES)
+    if missing:
+        msg = f"add {missing} to CERTIFYING_MODULES in tests/conftest.py (they use `certified`)"
+        raise pytest.UsageError(msg)
+
+
 def pytest_report_header() -> str:
     have = backends.available()
     missing = [n for n in backends.NAMES if n not in have]
@@ -129,3 +173,4 @@ def certified() -> Any:
         return cache[library]
 
     return get
+
