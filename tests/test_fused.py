@@ -256,3 +256,18 @@ def test_fused_float32_within_4_ulp_on_wide_rows(monkeypatch, kernel, rng, scale
     loss, grad = _exact_sparse_ce(z, t)
     assert _ulps(fused[0], loss) < 4.5
     assert _ulps(fused[1]["logits"], grad) < 4.5
+
+
+@pytest.mark.parametrize("shape", [(3, 1), (3, 31), (3, 32), (3, 33), (0, 40), (5, 100)])
+def test_torch_row_sums_are_float64_sums(shape):
+    """The torch kernel's float32 row sums (float32 partials of 32 terms, added in float64) on
+    every remainder of C mod 32, on row views at an offset and on a transposed array."""
+    torch = pytest.importorskip("torch")
+    from refsoftmax.backends.torch_kernels import _row_sums
+
+    gen = torch.Generator().manual_seed(0)
+    e = torch.rand(*shape, generator=gen)
+    for x in (e, e[1:], torch.rand(shape[1], 4, generator=gen).T):
+        s = _row_sums(x)
+        assert s.dtype == torch.float64
+        torch.testing.assert_close(s, x.double().sum(dim=1), rtol=1e-7, atol=0.0)

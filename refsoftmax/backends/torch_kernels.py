@@ -83,6 +83,8 @@ def _row_sums(e: Any) -> Any:
     if e.dtype == torch.float64:
         return e.sum(dim=1)
     n, c = e.shape
+    if c > 1 and e.stride(1) != 1:  # not reached: the kernel's arrays have contiguous rows
+        e = e.contiguous()
     k = _SUM_CHUNK
     c0 = c - c % k
     parts = e.as_strided((n, c0 // k, k), (e.stride(0), k, 1)).sum(dim=2)  # a view of e
