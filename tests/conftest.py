@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -12,14 +11,13 @@ import pytest
 from hypothesis import HealthCheck, settings
 
 from refsoftmax import backends
-from refsoftmax.conformance.adapters._jax import fast_compile_flags
+from refsoftmax.conformance.adapters._jax import use_fast_compile
 
-if "jax" not in sys.modules:
-    # Eager JAX compiles every primitive for every new shape, most of the JAX tests' time: the
-    # conformance adapters' fast code generation (XLA's graph rewrites, and so the numbers,
-    # unchanged) makes them ~1/3 faster (tests/test_properties.py -k jax: 69 s -> 46 s).
-    # REFSOFTMAX_XLA_FAST_COMPILE=0 runs them as a user's default JAX does.
-    os.environ["XLA_FLAGS"] = fast_compile_flags(os.environ.get("XLA_FLAGS", ""))
+# Eager JAX compiles every primitive for every new shape, most of the JAX tests' time: the
+# conformance adapters' fast code generation (XLA's graph rewrites, and so the numbers,
+# unchanged) makes them ~1/3 faster (tests/test_properties.py -k jax: 69 s -> 46 s).
+# REFSOFTMAX_XLA_FAST_COMPILE=0 runs them as a user's default JAX does.
+use_fast_compile()
 
 settings.register_profile(
     "ci", derandomize=True, max_examples=60, deadline=None,

@@ -98,14 +98,13 @@ def _finish(out: Any, idx: Any, kb: Any, gb: Any, neg_log_p_t: Any, s: Any,
             complement: Any) -> Any:
     """Scale ``out`` (``e``) to the gradient ``g κ (p - onehot)``; return the losses ``κ (-log p_t)``.
 
-    The per-row quantities (``neg_log_p_t``, ``s`` and ``complement``, :math:`s - e_t \\ge 0`
-    computed without cancellation by the caller) are float64; ``out``'s dtype may be float32:
+    The per-row quantities (``kb``, ``gb``, ``neg_log_p_t``, ``s`` and ``complement``,
+    :math:`s - e_t \\ge 0` computed without cancellation by the caller) are float64; ``out``'s dtype may be float32:
     the row factor is rounded to it once, so that the product is a same-dtype op (a float64
     factor makes torch convert every element: 40x slower).
     """
     import torch
 
-    kb, gb = kb.to(s.dtype), gb.to(s.dtype)
     # 0 · anything = 0 (ignored rows), even where the row holds NaN
     losses = torch.where(kb == 0, torch.zeros_like(s), kb * neg_log_p_t)
     gk = gb * kb
@@ -236,8 +235,9 @@ def fused_sparse_softmax_cross_entropy(z: Any, target: Any, kappa: Any, g: Any) 
         result = _loss_and_grad(
             z.reshape(-1, c),
             target.reshape(-1).to(torch.int64),
-            kappa.reshape(-1).to(z.dtype),
-            torch.broadcast_to(g, tuple(target.shape)).reshape(-1).to(z.dtype),
+            # per-row inputs in float64, as every per-row quantity (float32 rows: exact)
+            kappa.reshape(-1).to(torch.float64),
+            torch.broadcast_to(g, tuple(target.shape)).reshape(-1).to(torch.float64),
         )
     if result is None:
         return None

@@ -43,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Program", "fast_compile_flags", "jitted", "mode"]
+__all__ = ["Program", "fast_compile_flags", "jitted", "mode", "use_fast_compile"]
 
 #: XLA's CPU code generation at its fastest: LLVM at level 0, and the classic elemental
 #: emitters instead of the MLIR fusion emitters (their compile pipeline was ~40% of a small
@@ -59,8 +59,14 @@ def fast_compile_flags(flags: str) -> str:
     return " ".join([flags, *added]).strip()
 
 
-if "jax" not in sys.modules:  # the flags are read once, when JAX starts its CPU backend
-    os.environ["XLA_FLAGS"] = fast_compile_flags(os.environ.get("XLA_FLAGS", ""))
+def use_fast_compile() -> None:
+    """Add :func:`fast_compile_flags` to ``XLA_FLAGS`` if JAX is not imported yet (it reads the
+    flags once, when it starts its CPU backend); afterwards this does nothing."""
+    if "jax" not in sys.modules:
+        os.environ["XLA_FLAGS"] = fast_compile_flags(os.environ.get("XLA_FLAGS", ""))
+
+
+use_fast_compile()
 
 
 def jitted() -> bool:
